@@ -1,0 +1,234 @@
+package s3persist
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/s3persist/s3persist/s3store"
+)
+
+// hostileIDs returns at least n distinct ids built to break a key mapping: path
+// separators and dot segments, NUL, invalid UTF-8, reserved-looking names, the escaped
+// and hashed forms of other ids, lengths around the hashing threshold, and 65,535-byte ids.
+func hostileIDs(n int) [][]byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	seen := map[string]bool{}
+	var out [][]byte
+	add := func(id []byte) {
+		if len(id) == 0 || len(id) > maxIDLen || seen[string(id)] {
+			return
+		}
+		seen[string(id)] = true
+		out = append(out, id)
+	}
+	for _, s := range []string{
+		"/", "//", ".", "..", "../", "../../etc/passwd", "a/../b", "./a", " ", "|", "\x00", "a\x00b",
+		"\xff", "\xc3\x28", "\xed\xa0\x80", "count", "system", "retained", "sessions", "session", "c", "b",
+		"Count", "COUNT", "A", "a", ".41", ".2f", ".2e.2e", "~", "~0", "%2f", "%2e%2e", "\\", "a\\..\\b",
+		"c/00/x/session", "system/../retained", "\u00e9", "e\u0301", "🙂", "a b", "-", "_", "--", "~" + strings.Repeat("0", 64),
+	} {
+		add([]byte(s))
+	}
+	// Every single byte, and pairs around the escape character.
+	for c := range 256 {
+		add([]byte{byte(c)})
+		add([]byte{'.', byte(c)})
+		add([]byte{byte(c), '/'})
+	}
+	// Lengths around the readable threshold, with plain and escaped bytes.
+	for l := maxReadableSegment - 4; l <= maxReadableSegment+4; l++ {
+		add(bytes.Repeat([]byte("a"), l))
+		add(append(bytes.Repeat([]byte("a"), l-1), '/'))
+		if l%3 == 0 {
+			add(bytes.Repeat([]byte("/"), l/3))
+		}
+	}
+	// Long ids up to the MQTT maximum, differing only in the last byte.
+	for i := range 8 {
+		long := bytes.Repeat([]byte("x/"), maxIDLen/2)
+		long = append(long, byte('a'+i))
+		add(long[len(long)-maxIDLen:])
+	}
+	// Each id's readable key segment used as an id itself.
+	for _, id := range slices.Clone(out) {
+		add([]byte(strings.Split(clientPrefix(id), "/")[2]))
+	}
+	alphabet := []byte("/.\x00\xffaZ09 ~-_%|\\")
+	for len(out) < n {
+		l := 1 + rng.IntN(40)
+		if rng.IntN(50) == 0 {
+			l = 1 + rng.IntN(maxIDLen)
+		}
+		id := make([]byte, l)
+		for i := range id {
+			if rng.IntN(2) == 0 {
+				id[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				id[i] = byte(rng.IntN(256))
+			}
+		}
+		add(id)
+	}
+	return out
+}
+
+func TestHostileIDsMapToDistinctKeysInsideTheirPrefix(t *testing.T) {
+	ids := hostileIDs(12000)
+	if len(ids) < 10000 {
+		t.Fatalf("only %d ids generated", len(ids))
+	}
+	owner := make(map[string][]byte, len(ids))
+	for _, id := range ids {
+		prefix := clientPrefix(id)
+		if other, dup := owner[prefix]; dup {
+			t.Fatalf("ids %q and %q share the prefix %q", trim(other), trim(id), prefix)
+		}
+		owner[prefix] = id
+		keys := []string{sessionKey(id), batchKey(prefix, 1<<62, [numQueues]uint32{1, 2, 3})}
+		for _, key := range keys {
+			if !strings.HasPrefix(key, prefix) || !strings.HasPrefix(key, clientsRoot) {
+				t.Fatalf("key %q of id %q leaves its prefix %q", key, trim(id), prefix)
+			}
+			if err := s3store.ValidateKey(key); err != nil {
+				t.Fatalf("id %q: %v", trim(id), err)
+			}
+			if len(key) > 300 {
+				t.Fatalf("id %q: key of %d bytes", trim(id), len(key))
+			}
+			for seg := range strings.SplitSeq(key, "/") {
+				if len(seg) > 255 || seg == "" {
+					t.Fatalf("id %q: key %q has a segment of %d bytes", trim(id), key, len(seg))
+				}
+			}
+			if n := strings.Count(key, "/"); n != strings.Count(prefix, "/")+strings.Count(strings.TrimPrefix(key, prefix), "/") || strings.Count(prefix, "/") != 3 {
+				t.Fatalf("id %q: prefix %q is not c/<hh>/<client>/", trim(id), prefix)
+			}
+		}
+		pk, err := parseClientKey(sessionKey(id))
+		if err != nil || pk.kind != keySession || pk.prefix != prefix {
+			t.Fatalf("id %q: session key does not parse back: %+v, %v", trim(id), pk, err)
+		}
+		if pk.readableID != nil && !bytes.Equal(pk.readableID, id) {
+			t.Fatalf("id %q: readable segment decodes to %q", trim(id), trim(pk.readableID))
+		}
+		if pk.readableID == nil && readableLen(id) <= maxReadableSegment {
+			t.Fatalf("id %q: short id got a hashed segment", trim(id))
+		}
+	}
+}
+
+func trim(id []byte) string {
+	if len(id) > 40 {
+		return fmt.Sprintf("%q... (%d bytes)", id[:40], len(id))
+	}
+	return string(id)
+}
+
+func TestBatchKeysListInSequenceOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	prefix := clientPrefix([]byte("client"))
+	seqs := make([]uint64, 2000)
+	for i := range seqs {
+		seqs[i] = rng.Uint64() >> (1 + rng.IntN(63))
+	}
+	seqs = append(seqs, 0, 1, 1<<40, 1<<40-1, ^uint64(0)-3000)
+	slices.Sort(seqs)
+	seqs = slices.Compact(seqs)
+	keys := make([]string, len(seqs))
+	for i, s := range seqs {
+		counts := [numQueues]uint32{uint32(rng.IntN(1000)), uint32(rng.IntN(1000)), 1}
+		keys[i] = batchKey(prefix, s, counts)
+		pk, err := parseClientKey(keys[i])
+		if err != nil || pk.kind != keyBatch || pk.seq != s || pk.counts != counts || pk.prefix != prefix {
+			t.Fatalf("batch key %q parses to %+v, %v", keys[i], pk, err)
+		}
+	}
+	if !slices.IsSorted(keys) {
+		t.Fatal("batch keys do not sort in sequence order")
+	}
+}
+
+func TestForeignKeysAreRecognised(t *testing.T) {
+	for _, key := range []string{
+		"c/zz/abc/session", "c/00/abc/session", // wrong hash prefix
+		"c/" + clientPrefix([]byte("a"))[2:] + "other",
+		clientPrefix([]byte("a")) + "b/0000000000000001-0-0-0",  // empty batch
+		clientPrefix([]byte("a")) + "b/0000000000000001-1-0",    // missing count
+		clientPrefix([]byte("a")) + "b/000000000000001-1-0-0",   // short sequence number
+		clientPrefix([]byte("a")) + "b/0000000000000001-01-0-0", // non-canonical count
+		clientPrefix([]byte("a")) + "b/ffffffffffffffff-2-0-0",  // range overflows
+		"c/" + clientPrefix([]byte("A"))[2:5] + ".41x.4/session",
+		"c/" + clientPrefix([]byte("a"))[2:5] + ".61/session", // escaped plain byte
+		"c/" + clientPrefix([]byte("a"))[2:5] + "~abc/session",
+		"system",
+	} {
+		if pk, err := parseClientKey(key); err == nil {
+			t.Errorf("foreign key %q parsed as %+v", key, pk)
+		}
+	}
+}
+
+// FuzzClientKey checks that parsing never panics and that what parses re-encodes to
+// the same key.
+func FuzzClientKey(f *testing.F) {
+	for _, id := range hostileIDs(50) {
+		f.Add(sessionKey(id))
+		f.Add(batchKey(clientPrefix(id), 7, [numQueues]uint32{1, 0, 2}))
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		pk, err := parseClientKey(key)
+		if err != nil {
+			return
+		}
+		var again string
+		switch pk.kind {
+		case keySession:
+			again = pk.prefix + sessionKeySuffix
+		case keyBatch:
+			again = batchKey(pk.prefix, pk.seq, pk.counts)
+		}
+		if again != key {
+			t.Fatalf("%q parsed to %+v, which names %q", key, pk, again)
+		}
+		if pk.readableID != nil && clientPrefix(pk.readableID) != pk.prefix {
+			t.Fatalf("%q: readable id %q maps to %q", key, pk.readableID, clientPrefix(pk.readableID))
+		}
+	})
+}
+
+// FuzzDecodeRecords feeds arbitrary bytes to every decoder: errors are fine, panics not,
+// and every error says the entry is broken.
+func FuzzDecodeRecords(f *testing.F) {
+	for _, v := range []any{
+		systemRecord{Format: formatVersion, Layout: LayoutVersion, CreatedAt: "2026-01-01T00:00:00Z", Epoch: 3},
+		sessionRecord{Format: formatVersion, ID: []byte("id"), Incarnation: 9, Timestamp: []byte("t"), Version: 4,
+			Subscriptions: []byte{1}, Expiry: &expiryRecord{Will: []byte("w")}, Removed: [numQueues]removalRecord{{Below: 9, Also: []uint64{11}}}},
+		batchRecord{Format: formatVersion, Seq: 5, Queues: [numQueues][]packetRecord{{{Data: []byte("x")}}}},
+		retainedRecord{Format: formatVersion, Packets: []packetRecord{{ExpireAt: []byte("e"), Data: []byte("d")}}},
+	} {
+		b, err := encode(v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0xf6})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, err := range []error{
+			func() error { _, err := decodeSystem("k", data); return err }(),
+			func() error { _, err := decodeSession("k", data); return err }(),
+			func() error { _, err := decodeBatch("k", data, 5, [numQueues]uint32{1, 0, 0}); return err }(),
+			func() error { _, err := decodeRetained("k", data); return err }(),
+		} {
+			if err != nil && !isBroken(err) {
+				t.Fatalf("decoder error does not wrap ErrBrokenEntry: %v", err)
+			}
+		}
+	})
+}
