@@ -1,0 +1,242 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VolantMQ/vlapi/vlpersistence"
+	"github.com/minio/minio-go/v7"
+
+	"github.com/s3persist/s3persist"
+	"github.com/s3persist/s3persist/integration/miniotest"
+	"github.com/s3persist/s3persist/persistencetest"
+	"github.com/s3persist/s3persist/s3store"
+	"github.com/s3persist/s3persist/s3store/storetest"
+)
+
+// srv is the S3 server of this test binary: a real MinIO (see package miniotest).
+var srv *miniotest.Server
+
+func TestMain(m *testing.M) { miniotest.Main(m, &srv) }
+
+func minioConfig(bucket string) s3store.MinioConfig {
+	return s3store.MinioConfig{
+		Endpoint:  srv.Endpoint,
+		Secure:    srv.Secure,
+		Region:    srv.Region,
+		Bucket:    bucket,
+		AccessKey: srv.AccessKey,
+		SecretKey: srv.SecretKey,
+	}
+}
+
+// newMinioStore opens a store on a fresh target of t, closed when t ends.
+func newMinioStore(t *testing.T) s3store.Store {
+	tgt := srv.NewTarget(t)
+	m, err := s3store.NewMinio(context.Background(), minioConfig(tgt.Bucket))
+	if err != nil {
+		t.Fatalf("NewMinio: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	if tgt.Prefix == "" {
+		return m
+	}
+	p, err := s3store.WithPrefix(m, tgt.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestStoreConformanceOnMinio(t *testing.T) {
+	storetest.Run(t, newMinioStore)
+}
+
+func TestStoreConformanceOnMinioWithPrefixAndCounting(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) s3store.Store {
+		p, err := s3store.WithPrefix(newMinioStore(t), "tenant/a/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s3store.NewCounting(p)
+	})
+}
+
+// minioBackend runs the IFace suite on s3persist over MinIO: each Open gets a fresh
+// bucket; Reopen shuts the instance down and opens a new one, with a new S3 client, on
+// the same bucket: a broker replaced by a new process with an empty disk.
+func minioBackend() persistencetest.Backend {
+	var mu sync.Mutex
+	targets := map[vlpersistence.IFace]miniotest.Target{}
+	open := func(t testing.TB, tgt miniotest.Target) vlpersistence.IFace {
+		p, err := s3persist.New(context.Background(), s3persist.Config{S3: minioConfig(tgt.Bucket), Prefix: tgt.Prefix})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		mu.Lock()
+		targets[p] = tgt
+		mu.Unlock()
+		return p
+	}
+	return persistencetest.Backend{
+		Open: func(t testing.TB) vlpersistence.IFace { return open(t, srv.NewTarget(t)) },
+		Reopen: func(t testing.TB, old vlpersistence.IFace) vlpersistence.IFace {
+			if err := old.Shutdown(); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			mu.Lock()
+			tgt := targets[old]
+			mu.Unlock()
+			return open(t, tgt)
+		},
+	}
+}
+
+func TestPersistenceConformanceOnMinio(t *testing.T) {
+	persistencetest.Run(t, minioBackend())
+}
+
+func TestNewFailsClearlyForWrongCredentials(t *testing.T) {
+	cfg := minioConfig(srv.NewTarget(t).Bucket)
+	cfg.SecretKey = "not-the-secret-key"
+	_, err := s3persist.New(context.Background(), s3persist.Config{S3: cfg})
+	if !errors.Is(err, s3store.ErrAccessDenied) {
+		t.Fatalf("New with a wrong secret key: %v, want an error wrapping ErrAccessDenied", err)
+	}
+	if strings.Contains(err.Error(), cfg.SecretKey) || strings.Contains(err.Error(), srv.SecretKey) {
+		t.Fatalf("the error shows a secret key: %v", err)
+	}
+}
+
+func TestNewFailsClearlyForAMissingBucketUnlessAskedToCreateIt(t *testing.T) {
+	tgt := srv.NewTarget(t)
+	if tgt.Prefix != "" {
+		t.Skip("the external S3 mode shares one bucket: no bucket can be created or missing")
+	}
+	cfg := minioConfig(tgt.Bucket + "-missing")
+	_, err := s3persist.New(context.Background(), s3persist.Config{S3: cfg})
+	if !errors.Is(err, s3store.ErrNoSuchBucket) || !strings.Contains(err.Error(), cfg.Bucket) {
+		t.Fatalf("New on a missing bucket: %v, want an error wrapping ErrNoSuchBucket naming it", err)
+	}
+	cfg.CreateBucket = true
+	p, err := s3persist.New(context.Background(), s3persist.Config{S3: cfg})
+	if err != nil {
+		t.Fatalf("New with CreateBucket: %v", err)
+	}
+	if err := p.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	client, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for o := range client.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}) {
+			_ = client.RemoveObject(ctx, cfg.Bucket, o.Key, minio.RemoveObjectOptions{})
+		}
+		_ = client.RemoveBucket(ctx, cfg.Bucket)
+	})
+}
+
+func TestNewFailsWithinItsDeadlineForAnUnreachableEndpoint(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := l.Addr().String()
+	_ = l.Close()
+	cfg := minioConfig("any-bucket")
+	cfg.Endpoint = closedPort
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = s3persist.New(ctx, s3persist.Config{S3: cfg})
+	if err == nil || !strings.Contains(err.Error(), closedPort) {
+		t.Fatalf("New on a closed port: %v, want an error naming the endpoint", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("New did not give up before its context ended: %v", err)
+	}
+}
+
+func TestCorruptSessionOnMinioIsReportedAndOthersLoad(t *testing.T) {
+	tgt := srv.NewTarget(t)
+	cfg := s3persist.Config{S3: minioConfig(tgt.Bucket), Prefix: tgt.Prefix}
+	p, err := s3persist.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := p.Sessions()
+	for _, id := range []string{"ok-1", "ok-2", "victim"} {
+		if err := s.Create([]byte(id), &vlpersistence.SessionBase{Version: 4}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PacketStoreQoS12([]byte(id), &vlpersistence.PersistedPacket{Data: []byte("m-" + id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	// Overwrite the victim's session record with random bytes through a plain S3 client.
+	client, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var victimKey string
+	for o := range client.ListObjects(ctx, tgt.Bucket, minio.ListObjectsOptions{Prefix: tgt.Prefix + "c/", Recursive: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		if strings.HasSuffix(o.Key, "/victim/session") {
+			victimKey = o.Key
+		}
+	}
+	if victimKey == "" {
+		t.Fatal("no session object for the victim")
+	}
+	junk := strings.NewReader("\x1f\x8b definitely not a record")
+	if _, err := client.PutObject(ctx, tgt.Bucket, victimKey, junk, junk.Size(), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	p, err = s3persist.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New over a corrupt session record: %v", err)
+	}
+	defer p.Shutdown()
+	s, _ = p.Sessions()
+	loaded := map[string]bool{}
+	err = s.LoadForEach(loadSessionFunc(func(id []byte, st *vlpersistence.SessionState) error {
+		loaded[string(id)] = len(st.Errors) == 0
+		if len(st.Errors) > 0 && !errors.Is(st.Errors[0], vlpersistence.ErrBrokenEntry) {
+			t.Errorf("session %q: %v does not wrap ErrBrokenEntry", id, st.Errors[0])
+		}
+		return nil
+	}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !loaded["ok-1"] || !loaded["ok-2"] || loaded["victim"] || len(loaded) != 3 {
+		t.Fatalf("loaded %v, want ok-1 and ok-2 readable and victim reported", loaded)
+	}
+	var got []string
+	if err := s.PacketsForEachQoS12([]byte("ok-2"), nil, func(_ interface{}, pk *vlpersistence.PersistedPacket) (bool, error) {
+		got = append(got, string(pk.Data))
+		return true, nil
+	}); err != nil || len(got) != 1 || got[0] != "m-ok-2" {
+		t.Fatalf("queue of ok-2 next to a corrupt session: %v, %v", got, err)
+	}
+}
+
+type loadSessionFunc func(id []byte, st *vlpersistence.SessionState) error
+
+func (l loadSessionFunc) LoadSession(_ interface{}, id []byte, st *vlpersistence.SessionState) error {
+	return l(id, st)
+}

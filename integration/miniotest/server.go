@@ -1,0 +1,354 @@
+package miniotest
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Kinds of [Server].
+const (
+	KindExternal = "external" // an existing S3 service given by environment variables
+	KindDocker   = "docker"   // a MinIO container run with testcontainers-go
+	KindBinary   = "binary"   // a MinIO server process run from a local binary
+)
+
+// MinioVersion is the version of github.com/minio/minio that scripts/install-minio.sh
+// installs; the binary lookup uses it to find the installed binary.
+const MinioVersion = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+// DefaultImage is the MinIO image of the Docker mode (MinIO publishes no newer images).
+const DefaultImage = "minio/minio:RELEASE.2025-09-07T16-13-09Z"
+
+// DefaultRegion is the region of the servers that this package starts.
+const DefaultRegion = "us-east-1"
+
+// Environment variables read by [Start]; see the package documentation.
+const (
+	EnvEndpoint      = "S3PERSIST_TEST_S3_ENDPOINT"
+	EnvAccessKey     = "S3PERSIST_TEST_S3_ACCESS_KEY"
+	EnvSecretKey     = "S3PERSIST_TEST_S3_SECRET_KEY"
+	EnvSecure        = "S3PERSIST_TEST_S3_SECURE"
+	EnvRegion        = "S3PERSIST_TEST_S3_REGION"
+	EnvBucket        = "S3PERSIST_TEST_S3_BUCKET"
+	EnvAllowNonEmpty = "S3PERSIST_TEST_S3_ALLOW_NONEMPTY"
+	EnvMinioBin      = "S3PERSIST_MINIO_BIN"
+	EnvToolsDir      = "S3PERSIST_TOOLS_DIR"
+	EnvMinioImage    = "S3PERSIST_MINIO_IMAGE"
+)
+
+// Timeouts.
+const (
+	// StartTimeout bounds how long Start, Resume and Restart wait for a started server
+	// to become healthy (less if the context's deadline is earlier).
+	StartTimeout = 60 * time.Second
+	// StopGrace is how long a server gets to exit after SIGTERM before SIGKILL.
+	StopGrace = 10 * time.Second
+	// cleanupTimeout bounds the removal of a test's objects and bucket.
+	cleanupTimeout = 2 * time.Minute
+)
+
+// Server is an S3 endpoint for tests. Its exported fields are set by [Start] and never
+// change afterwards, also across [Server.Pause] and [Server.Resume]; read them freely.
+// Its methods are safe for concurrent use, but lifecycle calls (Pause, Resume, Restart,
+// Stop) must not overlap: one that finds another in progress returns an error.
+//
+// Printing a Server (with %v, %+v or %#v) never shows the secret key.
+type Server struct {
+	Endpoint  string // host:port
+	AccessKey string
+	SecretKey string
+	Secure    bool // HTTPS
+	Region    string
+	Kind      string // KindExternal, KindDocker or KindBinary
+
+	// sharedBucket is the existing bucket of the external mode (EnvBucket), or "".
+	sharedBucket string
+
+	bin *binaryServer // KindBinary
+	ctr *dockerServer // KindDocker
+}
+
+// String describes the server without its secret key.
+func (s *Server) String() string {
+	scheme := "http"
+	if s.Secure {
+		scheme = "https"
+	}
+	d := fmt.Sprintf("%s S3 at %s://%s (region %s, access key %s)", s.Kind, scheme, s.Endpoint, s.Region, s.AccessKey)
+	if s.sharedBucket != "" {
+		d += fmt.Sprintf(", shared bucket %q", s.sharedBucket)
+	}
+	return d
+}
+
+// GoString is String, so that %#v does not print the secret key either.
+func (s *Server) GoString() string { return s.String() }
+
+// Start starts (or, for the external mode, checks) an S3 server as described in the
+// package documentation. ctx bounds the start; the server itself runs until Stop.
+func Start(ctx context.Context) (*Server, error) {
+	if os.Getenv(EnvEndpoint) != "" {
+		return startExternal(ctx)
+	}
+	if bin := os.Getenv(EnvMinioBin); bin != "" {
+		return startBinary(ctx, bin)
+	}
+	dockerErr := dockerAvailable(ctx)
+	if dockerErr == nil {
+		return startDocker(ctx)
+	}
+	bin, lookErr := findBinary()
+	if lookErr != nil {
+		return nil, fmt.Errorf("miniotest: no S3 server for the integration tests: %v; no Docker engine (%v); "+
+			"%s is not set. Run the tests with `bash scripts/test.sh` (it installs MinIO), or run "+
+			"`bash scripts/install-minio.sh` and set %s to the path it prints, or set %s and its "+
+			"credentials to use an existing S3 service", lookErr, dockerErr, EnvEndpoint, EnvMinioBin, EnvEndpoint)
+	}
+	return startBinary(ctx, bin)
+}
+
+// Stop stops and removes what Start started: the binary server (and its temporary
+// directory) or the container. For the external mode it does nothing. Calling Stop again
+// returns nil.
+func (s *Server) Stop() error {
+	switch {
+	case s.bin != nil:
+		return s.bin.stop()
+	case s.ctr != nil:
+		return s.ctr.stop()
+	}
+	return nil
+}
+
+// Pause takes the server down abruptly (SIGKILL), as in a crash or an outage: requests in
+// flight fail, new connections are refused. The data and the port are kept for Resume.
+// Only the binary server supports it; otherwise the error wraps errors.ErrUnsupported.
+// It returns within a few seconds; ctx is for future kinds of server.
+func (s *Server) Pause(ctx context.Context) error {
+	if s.bin == nil {
+		return s.unsupported("Pause")
+	}
+	return s.bin.pause()
+}
+
+// Resume starts a paused server again on the same port and data, and waits until it is
+// healthy. Only the binary server supports it (see Pause).
+func (s *Server) Resume(ctx context.Context) error {
+	if s.bin == nil {
+		return s.unsupported("Resume")
+	}
+	return s.bin.resume(ctx)
+}
+
+// Restart stops a running server gracefully (SIGTERM, SIGKILL after StopGrace) and starts
+// it again on the same port and data, and waits until it is healthy. If it stopped but
+// cannot start again, it is left paused (Resume may be tried). Only the binary server
+// supports it (see Pause).
+func (s *Server) Restart(ctx context.Context) error {
+	if s.bin == nil {
+		return s.unsupported("Restart")
+	}
+	return s.bin.restart(ctx)
+}
+
+func (s *Server) unsupported(op string) error {
+	return fmt.Errorf("miniotest: %s is supported only by the %s server, this one is %s: %w",
+		op, KindBinary, s.Kind, errors.ErrUnsupported)
+}
+
+// Client returns a new minio-go client for the server.
+func (s *Server) Client() (*minio.Client, error) {
+	c, err := minio.New(s.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
+		Secure: s.Secure,
+		Region: s.Region,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("miniotest: minio client for %s: %w", s.Endpoint, err)
+	}
+	return c, nil
+}
+
+// Target is the place in the server that belongs to one test: every key the test writes
+// must start with Prefix, in Bucket.
+type Target struct {
+	Bucket string
+	// Prefix is "" when Bucket is the test's own (a fresh bucket). With a shared bucket
+	// (S3PERSIST_TEST_S3_BUCKET) it is a fresh "s3p-<random hex>/".
+	Prefix string
+}
+
+// NewTarget gives t a place of its own in the server: a fresh, empty bucket named
+// "s3p-<random hex>", or, if S3PERSIST_TEST_S3_BUCKET names a shared bucket, a fresh key
+// prefix in it. A cleanup registered with t removes every object (all versions) and
+// incomplete upload under the target, and the bucket if it was created here. NewTarget
+// calls t.Fatal if it cannot create the bucket; a failing cleanup is a test error. A test
+// that pauses the server must resume it before it ends, or its cleanup fails (after Stop
+// the cleanup does nothing: the binary server's data is gone).
+func (s *Server) NewTarget(t testing.TB) Target {
+	t.Helper()
+	client, err := s.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix, err := randomHex(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.sharedBucket != "" {
+		tgt := Target{Bucket: s.sharedBucket, Prefix: "s3p-" + suffix + "/"}
+		t.Cleanup(func() { s.cleanup(t, client, tgt, false) })
+		return tgt
+	}
+	tgt := Target{Bucket: "s3p-" + suffix}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := client.MakeBucket(ctx, tgt.Bucket, minio.MakeBucketOptions{Region: s.Region}); err != nil {
+		t.Fatalf("miniotest: create bucket %q on %s: %v", tgt.Bucket, s.Endpoint, err)
+	}
+	t.Cleanup(func() { s.cleanup(t, client, tgt, true) })
+	return tgt
+}
+
+// cleanup removes everything under tgt and, if removeBucket, the bucket.
+func (s *Server) cleanup(t testing.TB, client *minio.Client, tgt Target, removeBucket bool) {
+	t.Helper()
+	if s.bin != nil && s.bin.isStopped() {
+		return // the data went with the server's directory
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := emptyPrefix(ctx, client, tgt.Bucket, tgt.Prefix); err != nil {
+		t.Errorf("miniotest: cleanup of %s: %v", tgt, err)
+		return
+	}
+	if removeBucket {
+		if err := client.RemoveBucket(ctx, tgt.Bucket); err != nil {
+			t.Errorf("miniotest: cleanup: remove bucket %q: %v", tgt.Bucket, err)
+		}
+	}
+}
+
+// String returns "bucket/prefix".
+func (tgt Target) String() string { return tgt.Bucket + "/" + tgt.Prefix }
+
+// emptyPrefix removes all object versions and incomplete uploads under prefix in bucket.
+func emptyPrefix(ctx context.Context, client *minio.Client, bucket, prefix string) error {
+	// minio-go's listing goroutine can block forever unless its channel is read to the
+	// end, so read it all before removing anything.
+	var uploads []string
+	var listErr error
+	for up := range client.ListIncompleteUploads(ctx, bucket, prefix, true) {
+		if up.Err != nil {
+			listErr = cmp.Or(listErr, up.Err)
+			continue
+		}
+		uploads = append(uploads, up.Key)
+	}
+	if listErr != nil {
+		return fmt.Errorf("list incomplete uploads: %w", listErr)
+	}
+	for _, key := range uploads {
+		if err := client.RemoveIncompleteUpload(ctx, bucket, key); err != nil {
+			return fmt.Errorf("remove incomplete upload %q: %w", key, err)
+		}
+	}
+
+	// The iterator forms stop cleanly when the consumer stops; ctx is cancelled on return
+	// as ListObjectsIter asks.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	listing := client.ListObjectsIter(ctx, bucket, minio.ListObjectsOptions{
+		Prefix:       prefix,
+		Recursive:    true,
+		WithVersions: true,
+	})
+	objects := func(yield func(minio.ObjectInfo) bool) {
+		for obj := range listing {
+			if obj.Err != nil {
+				listErr = obj.Err
+				return
+			}
+			if !yield(obj) {
+				return
+			}
+		}
+	}
+	results, err := client.RemoveObjectsWithIter(ctx, bucket, objects, minio.RemoveObjectsOptions{})
+	if err != nil {
+		return fmt.Errorf("remove objects: %w", err)
+	}
+	for res := range results {
+		if res.Err != nil {
+			return fmt.Errorf("remove %q (version %q): %w", res.ObjectName, res.ObjectVersionID, res.Err)
+		}
+	}
+	if listErr != nil {
+		return fmt.Errorf("list objects: %w", listErr)
+	}
+	return nil
+}
+
+// randomHex returns 2n random lowercase hex digits.
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("miniotest: random: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// envBool reports whether the variable is set to a true value ("1", "true", ...).
+func envBool(name string) (bool, error) {
+	v := strings.TrimSpace(os.Getenv(name))
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("miniotest: %s=%q is not a boolean", name, v)
+	}
+	return b, nil
+}
+
+// Main is the body of a TestMain that runs the package's tests against one server: it
+// starts the server, stores it in *srv, runs the tests, stops the server, and exits with
+// the tests' status (1 if the server cannot be started or stopped).
+//
+//	var srv *miniotest.Server
+//
+//	func TestMain(m *testing.M) { miniotest.Main(m, &srv) }
+func Main(m *testing.M, srv **Server) {
+	os.Exit(run(m, srv))
+}
+
+func run(m *testing.M, srv **Server) (code int) {
+	s, err := Start(context.Background()) // every way of starting has its own time limit
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "miniotest: using %s\n", s)
+	*srv = s
+	defer func() {
+		if err := s.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}()
+	return m.Run()
+}
