@@ -145,7 +145,9 @@ func s2NotCreatedByOtherWrites(t *testing.T, h *harness) {
 		{"PacketsStore", func(sid []byte) error { return s.PacketsStore(sid, qUA.in(pk("x"))) }},
 		{"ExpiryStore", func(sid []byte) error { return s.ExpiryStore(sid, d) }},
 		{"ExpiryDelete", func(sid []byte) error { return s.ExpiryDelete(sid) }},
-		{"StateStore", func(sid []byte) error { return s.StateStore(sid, &vlpersistence.SessionState{Subscriptions: []byte("x")}) }},
+		{"StateStore", func(sid []byte) error {
+			return s.StateStore(sid, &vlpersistence.SessionState{Subscriptions: []byte("x")})
+		}},
 		{"StateDelete", func(sid []byte) error { return s.StateDelete(sid) }},
 		{"SubscriptionsDelete", func(sid []byte) error { return s.SubscriptionsDelete(sid) }},
 		{"PacketsDelete", func(sid []byte) error { return s.PacketsDelete(sid) }},
