@@ -27,14 +27,21 @@ package s3persist
 // injectively and never leaves its prefix:
 //
 //   - Readable form, for ids whose encoding is at most maxReadableSegment bytes: every
-//     byte in [a-z0-9_-] stands for itself; every other byte is "." and two lowercase hex
-//     digits ("Car/1" becomes ".43ar.2f1"). Upper-case letters are escaped so that
-//     stores on case-insensitive file systems cannot merge two ids. The form never holds
-//     "/" and is never "." or "..".
+//     byte in [a-z0-9] stands for itself; every other byte is "_" and two lowercase hex
+//     digits ("Car/1" becomes "_43ar_2f1", "sensor-7" becomes "sensor_2d7"). Upper-case
+//     letters are escaped so that stores on case-insensitive file systems cannot merge
+//     two ids. The form never holds "/" and is never "." or "..".
 //   - Hashed form, for longer ids: "~" and the 64 hex digits of SHA-256(id). "~" never
 //     starts a readable segment, so the two forms cannot collide. The full id is inside
 //     the session record, and loading checks that it hashes to its key, so even a SHA-256
 //     collision would be reported, not merged.
+//
+// Every byte of a client segment sorts after "/". This is not taste: MinIO keeps each
+// segment as a directory, and a listing it continues after a marker skips keys when a
+// directory has a sibling that extends its name with a byte that sorts before "/" (such
+// as "-" or "."): "abc/" and "abc-x/" side by side lost most of a paged listing in our
+// tests. With segments above "/", MinIO's walk order is byte order and New sees every
+// session (integration test TestLayoutListsCompletelyInSmallPagesOnMinio).
 //
 // Keys stay far below S3's 1,024 bytes and every path segment below 255 bytes, whatever
 // the id (G8: any byte string up to 65,535 bytes).
@@ -87,6 +94,7 @@ const (
 	// 160 keeps a batch key under 240 bytes.
 	maxReadableSegment = 160
 	hashedMarker       = '~'
+	escapeMarker       = '_'
 )
 
 // clientPrefix returns "c/<hh>/<client>/": the prefix every object of the session lives
@@ -103,7 +111,7 @@ func clientPrefix(id []byte) string {
 			if isPlainByte(c) {
 				b.WriteByte(c)
 			} else {
-				b.WriteByte('.')
+				b.WriteByte(escapeMarker)
 				b.WriteString(hex.EncodeToString([]byte{c}))
 			}
 		}
@@ -115,8 +123,9 @@ func clientPrefix(id []byte) string {
 	return b.String()
 }
 
+// isPlainByte reports whether c stands for itself in a readable client segment.
 func isPlainByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 }
 
 func readableLen(id []byte) int {
@@ -234,7 +243,7 @@ func decodeReadable(seg string) ([]byte, error) {
 		switch {
 		case isPlainByte(c):
 			id = append(id, c)
-		case c == '.' && i+2 < len(seg) && isLowerHex(seg[i+1:i+3]):
+		case c == escapeMarker && i+2 < len(seg) && isLowerHex(seg[i+1:i+3]):
 			v, _ := hex.DecodeString(seg[i+1 : i+3])
 			if isPlainByte(v[0]) {
 				return nil, errors.New("escaped plain byte in client segment")

@@ -28,7 +28,7 @@ func hostileIDs(n int) [][]byte {
 	for _, s := range []string{
 		"/", "//", ".", "..", "../", "../../etc/passwd", "a/../b", "./a", " ", "|", "\x00", "a\x00b",
 		"\xff", "\xc3\x28", "\xed\xa0\x80", "count", "system", "retained", "sessions", "session", "c", "b",
-		"Count", "COUNT", "A", "a", ".41", ".2f", ".2e.2e", "~", "~0", "%2f", "%2e%2e", "\\", "a\\..\\b",
+		"Count", "COUNT", "A", "a", ".41", ".2f", ".2e.2e", "_41", "_2f", "a_", "_", "~", "~0", "%2f", "%2e%2e", "\\", "a\\..\\b",
 		"c/00/x/session", "system/../retained", "\u00e9", "e\u0301", "🙂", "a b", "-", "_", "--", "~" + strings.Repeat("0", 64),
 	} {
 		add([]byte(s))
@@ -108,6 +108,12 @@ func TestHostileIDsMapToDistinctKeysInsideTheirPrefix(t *testing.T) {
 				t.Fatalf("id %q: prefix %q is not c/<hh>/<client>/", trim(id), prefix)
 			}
 		}
+		seg := strings.TrimSuffix(prefix[len(clientsRoot)+3:], "/")
+		for i := 0; i < len(seg); i++ {
+			if seg[i] <= '/' {
+				t.Fatalf("id %q: client segment %q holds %q, which sorts before \"/\" and breaks MinIO's paged listings", trim(id), seg, seg[i])
+			}
+		}
 		pk, err := parseClientKey(sessionKey(id))
 		if err != nil || pk.kind != keySession || pk.prefix != prefix {
 			t.Fatalf("id %q: session key does not parse back: %+v, %v", trim(id), pk, err)
@@ -161,8 +167,8 @@ func TestForeignKeysAreRecognised(t *testing.T) {
 		clientPrefix([]byte("a")) + "b/000000000000001-1-0-0",   // short sequence number
 		clientPrefix([]byte("a")) + "b/0000000000000001-01-0-0", // non-canonical count
 		clientPrefix([]byte("a")) + "b/ffffffffffffffff-2-0-0",  // range overflows
-		"c/" + clientPrefix([]byte("A"))[2:5] + ".41x.4/session",
-		"c/" + clientPrefix([]byte("a"))[2:5] + ".61/session", // escaped plain byte
+		"c/" + clientPrefix([]byte("A"))[2:5] + "_41x_4/session",
+		"c/" + clientPrefix([]byte("a"))[2:5] + "_61/session", // escaped plain byte
 		"c/" + clientPrefix([]byte("a"))[2:5] + "~abc/session",
 		"system",
 	} {

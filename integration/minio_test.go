@@ -53,18 +53,24 @@ func newMinioStore(t *testing.T) s3store.Store {
 	return p
 }
 
+// minioSkip is the one storetest case MinIO fails: a limitation of the server that the
+// layout avoids (s3store's package documentation, "Listing order on MinIO").
+var minioSkip = storetest.Skip(storetest.CaseListingBelowSlash,
+	"MinIO loses keys in listings continued after a marker when a directory has a sibling extending its name with a byte below '/'; s3persist's layout never writes such keys")
+
 func TestStoreConformanceOnMinio(t *testing.T) {
-	storetest.Run(t, newMinioStore)
+	storetest.Run(t, newMinioStore, minioSkip, storetest.PrefixLen(srv.TargetPrefixLen()))
 }
 
 func TestStoreConformanceOnMinioWithPrefixAndCounting(t *testing.T) {
+	const prefix = "tenant/a/"
 	storetest.Run(t, func(t *testing.T) s3store.Store {
-		p, err := s3store.WithPrefix(newMinioStore(t), "tenant/a/")
+		p, err := s3store.WithPrefix(newMinioStore(t), prefix)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s3store.NewCounting(p)
-	})
+	}, minioSkip, storetest.PrefixLen(srv.TargetPrefixLen()+len(prefix)))
 }
 
 // minioBackend runs the IFace suite on s3persist over MinIO: each Open gets a fresh

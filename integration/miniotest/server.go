@@ -222,6 +222,15 @@ func (s *Server) NewTarget(t testing.TB) Target {
 	return tgt
 }
 
+// TargetPrefixLen is the length of the Prefix of every Target of s: 0 with a bucket per
+// test, len("s3p-<16 hex digits>/") in a shared bucket. Key-length tests subtract it.
+func (s *Server) TargetPrefixLen() int {
+	if s.sharedBucket != "" {
+		return len("s3p-") + 16 + len("/")
+	}
+	return 0
+}
+
 // cleanup removes everything under tgt and, if removeBucket, the bucket.
 func (s *Server) cleanup(t testing.TB, client *minio.Client, tgt Target, removeBucket bool) {
 	t.Helper()

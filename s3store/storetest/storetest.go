@@ -42,11 +42,21 @@ func Run(t *testing.T, newStore func(t *testing.T) s3store.Store, opts ...Option
 	for _, f := range opts {
 		f(&o)
 	}
+	known := map[string]bool{}
 	for _, c := range cases(o) {
+		known[c.name] = true
 		t.Run(c.name, func(t *testing.T) {
+			if reason, ok := o.skip[c.name]; ok {
+				t.Skip(reason)
+			}
 			t.Parallel()
 			c.run(t, newStore(t))
 		})
+	}
+	for name := range o.skip {
+		if !known[name] {
+			t.Errorf("storetest: Skip(%q) names no case of the suite", name)
+		}
 	}
 }
 
@@ -55,7 +65,24 @@ type Option func(*options)
 
 type options struct {
 	maxKeyLen int
+	skip      map[string]string // case name -> why the store under test fails it
 }
+
+// Skip skips the case named name (as go test prints it below the suite) for a store
+// known to fail it, with the reason, which should name the server's limitation. Run
+// fails if name is no case, so a skip cannot outlive a renamed case.
+func Skip(name, reason string) Option {
+	return func(o *options) {
+		if o.skip == nil {
+			o.skip = map[string]string{}
+		}
+		o.skip[name] = reason
+	}
+}
+
+// CaseListingBelowSlash is the name of the one case MinIO is known to fail: see
+// s3store's package documentation, "Listing order on MinIO".
+const CaseListingBelowSlash = "listing_stays_in_byte_order_where_a_name_extends_a_directory_with_a_byte_below_slash"
 
 // PrefixLen tells the suite that newStore returns views that put n bytes of prefix
 // before every key (WithPrefix), so that the longest key it may use is MaxKeyLen-n.
@@ -87,7 +114,8 @@ func cases(o options) []testCase {
 		{"caller_may_reuse_put_buffer_and_owns_get_result", bufferOwnership},
 		{"empty_object_round_trips", emptyObject},
 		{"large_object_round_trips", largeObject},
-		{"listing_is_in_byte_order_across_pages", listingByteOrder},
+		{"listing_is_in_byte_order_across_pages", listingByteOrder(orderKeys)},
+		{CaseListingBelowSlash, listingByteOrder(belowSlashKeys)},
 		{"listing_more_than_a_page_pages_by_default", listingManyPages},
 		{"list_honours_prefix_and_start_after", listPrefixStartAfter},
 		{"list_of_empty_store_returns_empty_page", listEmpty},
@@ -539,23 +567,30 @@ func largeObject(t *testing.T, s s3store.Store) {
 	}
 }
 
-// orderKeys differ where byte order, rune order and "directory" order disagree: '-' and
-// ' ' sort before '/', '0' after it, upper case before lower case, and multi-byte UTF-8
-// after every ASCII byte.
+// orderKeys differ where byte order, rune order and "directory" order disagree: ' ' and
+// '!' sort before '/', '0' after it, upper case before lower case, and multi-byte UTF-8
+// after every ASCII byte. No directory ("a" of "a/b") has a sibling that extends its name
+// with a byte below '/': belowSlashKeys has those.
 var orderKeys = []string{
-	"a b", "a-b", "a/b", "a/c/d", "a/b-c", "a/b0", "a/b.c", "a0", "A", "B/a", "b", "é", "e/x",
-	"z", "~", "\u00ff", "\u0100", "日本", "\U0001F642", "Z", "_", "a.b", "a/.b", "a!",
+	"a/b", "a/c/d", "a/b0", "a/b_c", "a0", "A", "B/a", "b", "b c", "b!", "b-c", "b.c", "é", "e/x",
+	"z", "~", "\u00ff", "\u0100", "日本", "\U0001F642", "Z", "_", "a/.b", "a/b!",
 }
 
-func listingByteOrder(t *testing.T, s s3store.Store) {
-	infos := putAll(t, s, orderKeys, func(k string) []byte { return []byte("content of " + k) })
-	want := sorted(orderKeys)
-	for _, limit := range []int{1, 2, 3, 7, 0} {
-		got := listAll(t, s, "", "", limit)
-		wantKeys(t, fmt.Sprintf("listing with limit %d", limit), keysOf(got), want)
-		for _, o := range got {
-			if o != infos[o.Key] {
-				t.Fatalf("listed %+v, Put returned %+v", o, infos[o.Key])
+// belowSlashKeys hold a directory "a" next to names that extend "a" with bytes below
+// '/' (the smallest set on which MinIO's paged listing lost keys).
+var belowSlashKeys = []string{"a b", "a!", "a-b", "a.b", "a/b", "a/b.c", "a/b0"}
+
+func listingByteOrder(keys []string) func(t *testing.T, s s3store.Store) {
+	return func(t *testing.T, s s3store.Store) {
+		infos := putAll(t, s, keys, func(k string) []byte { return []byte("content of " + k) })
+		want := sorted(keys)
+		for _, limit := range []int{1, 2, 3, 7, 0} {
+			got := listAll(t, s, "", "", limit)
+			wantKeys(t, fmt.Sprintf("listing with limit %d", limit), keysOf(got), want)
+			for _, o := range got {
+				if o != infos[o.Key] {
+					t.Fatalf("listed %+v, Put returned %+v", o, infos[o.Key])
+				}
 			}
 		}
 	}
