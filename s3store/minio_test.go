@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/s3persist/s3persist/s3store"
-	"github.com/s3persist/s3persist/s3store/miniotest"
-	"github.com/s3persist/s3persist/s3store/storetest"
 )
 
 const (
@@ -391,67 +389,5 @@ func TestMinioGetFailsOnTruncatedBody(t *testing.T) {
 	data, _, err := s.Get(t.Context(), "k")
 	if err == nil || data != nil || !strings.Contains(err.Error(), `get "k"`) {
 		t.Fatalf("Get = %q, %v; want an error for the short body", data, err)
-	}
-}
-
-// TestMinioConformance runs the suite against the server named by the environment
-// (see package miniotest): bare, with a new bucket per case, and through WithPrefix and
-// NewCounting, with a new prefix per case in one shared bucket.
-func TestMinioConformance(t *testing.T) {
-	cfg := miniotest.Config(t)
-	checkGoroutines(t)
-	t.Run("bare", func(t *testing.T) {
-		storetest.Run(t, func(t *testing.T) s3store.Store { return miniotest.NewStore(t, cfg) })
-	})
-	t.Run("prefixed_in_shared_bucket", func(t *testing.T) {
-		shared := miniotest.NewStore(t, cfg)
-		var n atomic.Int64
-		storetest.Run(t, func(t *testing.T) s3store.Store {
-			s, err := s3store.WithPrefix(shared, fmt.Sprintf("case-%03d/", n.Add(1)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s3store.NewCounting(s)
-		}, storetest.PrefixLen(len("case-000/")))
-	})
-}
-
-// TestMinioOpenErrorsAgainstServer checks NewMinio's errors against the real server.
-func TestMinioOpenErrorsAgainstServer(t *testing.T) {
-	cfg := miniotest.Config(t)
-	checkGoroutines(t)
-	ctx := t.Context()
-	existing := miniotest.NewStore(t, cfg)
-	defer existing.Close()
-
-	missing := cfg
-	missing.Bucket = miniotest.BucketName()
-	_, err := s3store.NewMinio(ctx, missing)
-	if !errors.Is(err, s3store.ErrNoSuchBucket) {
-		t.Fatalf("missing bucket: %v", err)
-	}
-
-	for _, c := range []struct{ name, access, secret string }{
-		{"wrong_secret", cfg.AccessKey, testSecretKey},
-		{"unknown_access_key", testAccessKey, testSecretKey},
-	} {
-		bad := cfg
-		bad.Bucket = missing.Bucket
-		bad.AccessKey, bad.SecretKey = c.access, c.secret
-		_, err := s3store.NewMinio(ctx, bad)
-		if !errors.Is(err, s3store.ErrAccessDenied) {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		noCredentials(t, err)
-		if strings.Contains(err.Error(), cfg.SecretKey) {
-			t.Fatalf("%s: error holds the real secret", c.name)
-		}
-	}
-
-	unreachable := cfg
-	unreachable.Bucket = missing.Bucket
-	unreachable.Endpoint = closedPort(t)
-	if _, err := s3store.NewMinio(ctx, unreachable); !errors.Is(err, s3store.ErrUnreachable) {
-		t.Fatalf("unreachable endpoint: %v", err)
 	}
 }

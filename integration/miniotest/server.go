@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -168,17 +169,29 @@ func (s *Server) unsupported(op string) error {
 		op, KindBinary, s.Kind, errors.ErrUnsupported)
 }
 
-// Client returns a new minio-go client for the server.
+// Client returns a new minio-go client for the server, with a transport of its own.
 func (s *Server) Client() (*minio.Client, error) {
+	c, _, err := s.newClient()
+	return c, err
+}
+
+// newClient is Client that also returns the client's transport, so that a caller that
+// is done with the client can close its idle connections: leak checks count them.
+func (s *Server) newClient() (*minio.Client, *http.Transport, error) {
+	tr, err := minio.DefaultTransport(s.Secure)
+	if err != nil {
+		return nil, nil, fmt.Errorf("miniotest: transport for %s: %w", s.Endpoint, err)
+	}
 	c, err := minio.New(s.Endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
-		Secure: s.Secure,
-		Region: s.Region,
+		Creds:     credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
+		Secure:    s.Secure,
+		Region:    s.Region,
+		Transport: tr,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("miniotest: minio client for %s: %w", s.Endpoint, err)
+		return nil, nil, fmt.Errorf("miniotest: minio client for %s: %w", s.Endpoint, err)
 	}
-	return c, nil
+	return c, tr, nil
 }
 
 // Target is the place in the server that belongs to one test: every key the test writes
@@ -199,10 +212,11 @@ type Target struct {
 // the cleanup does nothing: the binary server's data is gone).
 func (s *Server) NewTarget(t testing.TB) Target {
 	t.Helper()
-	client, err := s.Client()
+	client, tr, err := s.newClient()
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(tr.CloseIdleConnections) // runs after the cleanup below: cleanups are LIFO
 	suffix, err := randomHex(8)
 	if err != nil {
 		t.Fatal(err)
