@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,21 +75,58 @@ func TestStoreConformanceOnMinioWithPrefixAndCounting(t *testing.T) {
 	}, minioSkip, storetest.PrefixLen(srv.TargetPrefixLen()+len(prefix)))
 }
 
+// cuttableTransport is an HTTP transport that can be cut: once cut, every request fails
+// before it leaves the process, as if the network were gone. It sits under minio-go, so
+// the real client path (signing, retries, error mapping) meets the failure.
+type cuttableTransport struct {
+	base *http.Transport
+	cut  atomic.Bool
+}
+
+var errCut = errors.New("cuttableTransport: connection cut by the test")
+
+func (c *cuttableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if c.cut.Load() {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, errCut
+	}
+	return c.base.RoundTrip(r)
+}
+
 // minioBackend runs the IFace suite on s3persist over MinIO: each Open gets a fresh
-// bucket; Reopen shuts the instance down and opens a new one, with a new S3 client, on
-// the same bucket: a broker replaced by a new process with an empty disk.
+// bucket and a transport of its own. Reopen shuts the instance down and opens a new one,
+// with a new S3 client, on the same bucket: a broker replaced by a new process with an
+// empty disk. Crash opens the new one without Shutdown and cuts the old one's network,
+// as a dead process would have none. Break cuts the instance's network.
 func minioBackend() persistencetest.Backend {
+	type opened struct {
+		tgt miniotest.Target
+		tr  *cuttableTransport
+	}
 	var mu sync.Mutex
-	targets := map[vlpersistence.IFace]miniotest.Target{}
+	instances := map[vlpersistence.IFace]opened{}
 	open := func(t testing.TB, tgt miniotest.Target) vlpersistence.IFace {
-		p, err := s3persist.New(context.Background(), s3persist.Config{S3: minioConfig(tgt.Bucket), Prefix: tgt.Prefix})
+		tr := &cuttableTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+		t.Cleanup(tr.base.CloseIdleConnections)
+		cfg := minioConfig(tgt.Bucket)
+		cfg.Transport = tr
+		// Storage failures should surface at once in the G2 cases, not after retries.
+		cfg.MaxRetries = -1
+		p, err := s3persist.New(context.Background(), s3persist.Config{S3: cfg, Prefix: tgt.Prefix})
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
 		mu.Lock()
-		targets[p] = tgt
+		instances[p] = opened{tgt, tr}
 		mu.Unlock()
 		return p
+	}
+	get := func(inst vlpersistence.IFace) opened {
+		mu.Lock()
+		defer mu.Unlock()
+		return instances[inst]
 	}
 	return persistencetest.Backend{
 		Open: func(t testing.TB) vlpersistence.IFace { return open(t, srv.NewTarget(t)) },
@@ -95,11 +134,14 @@ func minioBackend() persistencetest.Backend {
 			if err := old.Shutdown(); err != nil {
 				t.Fatalf("Shutdown: %v", err)
 			}
-			mu.Lock()
-			tgt := targets[old]
-			mu.Unlock()
-			return open(t, tgt)
+			return open(t, get(old).tgt)
 		},
+		Crash: func(t testing.TB, old vlpersistence.IFace) vlpersistence.IFace {
+			o := get(old)
+			o.tr.cut.Store(true)
+			return open(t, o.tgt)
+		},
+		Break: func(t testing.TB, inst vlpersistence.IFace) { get(inst).tr.cut.Store(true) },
 	}
 }
 
