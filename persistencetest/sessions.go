@@ -692,10 +692,13 @@ func b2FromLoadSession(t *testing.T, h *harness) {
 		h.noErr(s.SubscriptionsStore(sid, []byte("subs")), "SubscriptionsStore")
 	}
 	// As the broker does: every visited session with subscriptions gets SubscriptionsDelete.
+	// A backend that does not show the subscriptions would never reach the call under test.
 	var rec recorder
+	called := 0
 	h.must("LoadForEach calling SubscriptionsDelete from LoadSession", func() {
 		err := s.LoadForEach(sessionLoader(func(_ any, sid []byte, st *vlpersistence.SessionState) error {
 			if st != nil && len(st.Subscriptions) > 0 {
+				called++
 				step(&rec, nil, s.SubscriptionsDelete(sid), "SubscriptionsDelete(%q) from its LoadSession", sid)
 			}
 			return nil
@@ -703,6 +706,9 @@ func b2FromLoadSession(t *testing.T, h *harness) {
 		step(&rec, nil, err, "LoadForEach")
 	})
 	rec.report(t)
+	if called != len(ids) {
+		t.Fatalf("LoadForEach showed subscriptions for %d of %d sessions, so SubscriptionsDelete from LoadSession ran %d times (S5, B1)", called, len(ids), called)
+	}
 	for sid, v := range h.load(s) {
 		if len(v.Subscriptions) != 0 {
 			t.Errorf("session %q still has Subscriptions %s", sid, describeBytes(v.Subscriptions))
