@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/s3persist/s3persist/s3store"
 	"github.com/s3persist/s3persist/s3store/storetest"
@@ -400,4 +401,10 @@ func TestFaultyFailsEveryRequestWhileFailing(t *testing.T) {
 	if _, _, err := f.Get(ctx, "k"); err != nil {
 		t.Fatalf("get after healing: %v", err)
 	}
+}
+
+func TestDelayedConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) s3store.Store {
+		return s3store.NewDelayed(newMemory(t), time.Millisecond)
+	})
 }

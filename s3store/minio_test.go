@@ -391,3 +391,26 @@ func TestMinioGetFailsOnTruncatedBody(t *testing.T) {
 		t.Fatalf("Get = %q, %v; want an error for the short body", data, err)
 	}
 }
+
+func TestLatencyTransportPassesRequestsOnAndHonoursCancellation(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	defer srv.Close()
+	tr := &s3store.LatencyTransport{Delay: time.Millisecond}
+	client := &http.Client{Transport: tr}
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	slow := &http.Client{Transport: &s3store.LatencyTransport{Delay: time.Hour}}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	if _, err := slow.Do(req); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled request during the delay: %v, want context.Canceled", err)
+	}
+}
