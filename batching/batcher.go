@@ -282,6 +282,17 @@ func (b *Batcher[K, T]) Add(ctx context.Context, key K, item T, size int, urgent
 	return t, nil
 }
 
+// Idle reports whether key has nothing in flight, queued or open: an urgent Add to it
+// now would start an upload at once. Callers free to choose among keys (records that may
+// go to any of several streams) use it to spread urgent items over idle keys; the answer
+// may be stale by the time they Add.
+func (b *Batcher[K, T]) Idle(key K) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ks := b.keys[key]
+	return ks == nil || !ks.busy && len(ks.queue) == 0 && len(ks.open) == 0
+}
+
 // waitForRoomLocked waits, without the lock, until pending bytes drop, Close is called
 // or ctx ends. It returns with the lock held, except on error.
 func (b *Batcher[K, T]) waitForRoomLocked(ctx context.Context, size int) error {
