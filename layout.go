@@ -1,24 +1,48 @@
 package s3persist
 
-// # Object layout (format version 1)
+// # Object layout (format version 1, layout "s3persist-layout-2")
 //
 // This comment is the layout specification; docs/layout.md repeats it for operators.
 // Every key below is relative to Config.Prefix (for example "volantmq/"). All objects are
 // CBOR (RFC 8949) maps with small-integer keys; key 0 of every record is its format
 // version, currently 1 (records.go lists every field).
 //
-//	system                                   system record: layout version, creation
-//	                                         time, boot epoch. Created once (create-only
-//	                                         put); its epoch is bumped (if-match put) by
-//	                                         every New.
-//	retained                                 the whole retained-message set, replaced by
-//	                                         one put (readers see the old or the new set).
-//	c/<hh>/<client>/session                  session record: the full client id, the
-//	                                         incarnation, base, subscriptions, expiry and
-//	                                         the removal marks of the three queues.
-//	c/<hh>/<client>/b/<seq>-<n0>-<n12>-<nua> packet batch: the packets of one store call
-//	                                         (n0 QoS0, n12 QoS1/2, nua unacknowledged), in
-//	                                         queue order. Immutable once written.
+//	system                        system record: layout version, creation time, boot
+//	                              epoch. Created once (create-only put); its epoch is
+//	                              bumped (if-match put) by every New.
+//	retained                      the whole retained-message set, replaced by one put.
+//	j/<ss>/<epoch>-<n>            journal segment: the changes of many sessions, in the
+//	                              order they were made, as one batch upload of stream
+//	                              <ss> (2 hex digits). <epoch> (6 hex) is the boot epoch
+//	                              of the writer, <n> (10 hex) the stream's batch number.
+//	i/<hh>                        index shard: the state of every session whose
+//	                              <hh> is the shard's, with its packet batches and the
+//	                              journal watermark the state includes. Written by a
+//	                              checkpoint; read at start instead of one GET a session.
+//	c/<hh>/<client>/session       session record: the full client id, incarnation and
+//	                              state. Written by a checkpoint when the state changed;
+//	                              the durable home of the session, read only when its
+//	                              index shard cannot be.
+//	c/<hh>/<client>/b/<seq>       packet batch: the packets of one session that one
+//	                              checkpoint moved out of the journal, each with its
+//	                              sequence number and queue. Immutable.
+//
+// # Write path
+//
+// Every change (create, state, delete, packets stored, packets removed) is a journal
+// record appended to the stream of its session (hash of the id modulo the number of
+// streams): one upload carries the changes of many sessions, so the request count does
+// not grow with the number of sessions. A background checkpoint moves the packets still
+// queued out of the journal into one batch per session, rewrites the index shards and
+// session records that changed, and then deletes the journal segments it covered. A
+// packet removed before a checkpoint never costs a per-client request.
+//
+// # Recovery
+//
+// New reads the index shards, then replays every journal segment in sequence order.
+// Each session in a shard carries the watermark of its state: a journal record of that
+// session with a number at or below it is already included and is skipped, so replay is
+// idempotent and a checkpoint that died half way loses nothing.
 //
 // # Client segment
 //
@@ -48,27 +72,17 @@ package s3persist
 //
 // # Sequence numbers
 //
-// One 64-bit counter numbers incarnations and packets: the system record's boot epoch in
-// the high 24 bits and a per-process counter in the low 40. Every New bumps the epoch
-// (and also starts above any sequence number found in the bucket), so numbers grow across
-// restarts. A batch of n packets takes n consecutive numbers; <seq> is the first, as 16
-// lower-case hex digits, so listing order is FIFO order. A packet's number identifies it:
-// removal marks name packets, never positions.
+// One 64-bit counter numbers incarnations, journal records and packets: the system
+// record's boot epoch in the high 24 bits and a per-process counter in the low 40. Every
+// New bumps the epoch (and also starts above any number found in the bucket), so numbers
+// grow across restarts and a packet's number is its identity: removals name packets,
+// never positions, and queues are ordered by number (FIFO across restarts).
 //
 // # No resurrection (S4)
 //
-// Create takes a fresh sequence number as the session's incarnation and marks everything
-// below it removed in all three queues. Any batch left over from an earlier incarnation,
-// including one whose upload raced with Delete, has lower numbers and is therefore never
-// visited; it is garbage, deleted when found.
-//
-// # Removal marks
-//
-// A queue's packet is removed when its number is below the queue's low-water mark or
-// listed in the queue's exception list. The broker drains queues in order, so the mark
-// moves and the list stays empty; packets kept in place by a loader go to the list.
-// Batch objects are immutable: a batch whose every packet is removed is deleted after the
-// session record that says so is durable; until then it is ignored.
+// Create takes a fresh number as the session's incarnation; records of an earlier
+// incarnation, including a store that raced with Delete, carry the old incarnation and
+// are never applied to the new one.
 
 import (
 	"crypto/sha256"
@@ -81,12 +95,14 @@ import (
 
 // LayoutVersion is the object layout this package reads and writes, reported by
 // System().GetInfo().Version. New refuses a bucket written with another layout.
-const LayoutVersion = "s3persist-layout-1"
+const LayoutVersion = "s3persist-layout-2"
 
 const (
 	keySystem        = "system"
 	keyRetained      = "retained"
 	clientsRoot      = "c/"
+	journalRoot      = "j/"
+	indexRoot        = "i/"
 	sessionKeySuffix = "session"
 	batchDir         = "b/"
 
@@ -145,9 +161,56 @@ func readableLen(id []byte) int {
 
 func sessionKey(id []byte) string { return clientPrefix(id) + sessionKeySuffix }
 
-// batchKey names the batch of counts[q] packets per queue starting at sequence number seq.
-func batchKey(prefix string, seq uint64, counts [numQueues]uint32) string {
-	return fmt.Sprintf("%s%s%016x-%d-%d-%d", prefix, batchDir, seq, counts[0], counts[1], counts[2])
+// batchKey names the packet batch of the client prefix whose lowest number is seq.
+func batchKey(prefix string, seq uint64) string {
+	return fmt.Sprintf("%s%s%016x", prefix, batchDir, seq)
+}
+
+// shardOf returns the index shard of id: the first byte of SHA-256(id), the <hh> of its
+// client prefix.
+func shardOf(id []byte) int {
+	sum := sha256.Sum256(id)
+	return int(sum[0])
+}
+
+// numShards is the number of index shards, one per value of <hh>.
+const numShards = 256
+
+// shardKey names index shard hh.
+func shardKey(hh int) string { return fmt.Sprintf("%s%02x", indexRoot, hh) }
+
+// parseShardKey returns the shard a listed key under indexRoot names.
+func parseShardKey(key string) (int, error) {
+	rest, ok := strings.CutPrefix(key, indexRoot)
+	if !ok || len(rest) != 2 || !isLowerHex(rest) {
+		return 0, fmt.Errorf("%w: %q: not an index shard", errForeignKey, key)
+	}
+	v, _ := strconv.ParseUint(rest, 16, 8)
+	return int(v), nil
+}
+
+// segmentKey names batch n of journal stream ss written in boot epoch epoch. Keys sort
+// by epoch, then batch number: a stream's segments list in the order they were written.
+func segmentKey(ss int, epoch uint64, n uint64) string {
+	return fmt.Sprintf("%s%02x/%06x-%010x", journalRoot, ss, epoch, n)
+}
+
+// parseSegmentKey takes apart a listed key under journalRoot.
+func parseSegmentKey(key string) (ss int, epoch, n uint64, err error) {
+	foreign := func() (int, uint64, uint64, error) {
+		return 0, 0, 0, fmt.Errorf("%w: %q: not a journal segment", errForeignKey, key)
+	}
+	rest, ok := strings.CutPrefix(key, journalRoot)
+	if !ok || len(rest) != 2+1+6+1+10 || rest[2] != '/' || rest[9] != '-' {
+		return foreign()
+	}
+	if !isLowerHex(rest[:2]) || !isLowerHex(rest[3:9]) || !isLowerHex(rest[10:]) {
+		return foreign()
+	}
+	s, _ := strconv.ParseUint(rest[:2], 16, 8)
+	epoch, _ = strconv.ParseUint(rest[3:9], 16, 64)
+	n, _ = strconv.ParseUint(rest[10:], 16, 64)
+	return int(s), epoch, n, nil
 }
 
 // keyKind tells what a listed key under clientsRoot is.
@@ -165,8 +228,7 @@ type parsedKey struct {
 	prefix string // "c/<hh>/<client>/"
 	// readableID is the decoded id of a readable client segment; nil for a hashed one.
 	readableID []byte
-	seq        uint64
-	counts     [numQueues]uint32
+	seq        uint64 // of a batch: its lowest packet number
 }
 
 var errForeignKey = errors.New("not a key of this layout")
@@ -212,25 +274,12 @@ func parseClientKey(key string) (parsedKey, error) {
 	if !ok {
 		return foreign("unknown object in client prefix")
 	}
-	parts := strings.Split(name, "-")
-	if len(parts) != 1+numQueues || len(parts[0]) != 16 || !isLowerHex(parts[0]) {
+	if len(name) != 16 || !isLowerHex(name) {
 		return foreign("bad batch name")
 	}
-	seq, err := strconv.ParseUint(parts[0], 16, 64)
+	seq, err := strconv.ParseUint(name, 16, 64)
 	if err != nil {
 		return foreign("bad batch sequence number")
-	}
-	total := uint64(0)
-	for q := range numQueues {
-		n, err := strconv.ParseUint(parts[1+q], 10, 32)
-		if err != nil || strconv.FormatUint(n, 10) != parts[1+q] {
-			return foreign("bad batch count")
-		}
-		pk.counts[q] = uint32(n)
-		total += n
-	}
-	if total == 0 || seq > ^uint64(0)-total {
-		return foreign("batch counts out of range")
 	}
 	pk.kind, pk.seq = keyBatch, seq
 	return pk, nil

@@ -1,6 +1,8 @@
 package s3persist
 
 import (
+	"github.com/fxamacker/cbor/v2"
+
 	"bytes"
 	"fmt"
 	"math/rand/v2"
@@ -88,7 +90,7 @@ func TestHostileIDsMapToDistinctKeysInsideTheirPrefix(t *testing.T) {
 			t.Fatalf("ids %q and %q share the prefix %q", trim(other), trim(id), prefix)
 		}
 		owner[prefix] = id
-		keys := []string{sessionKey(id), batchKey(prefix, 1<<62, [numQueues]uint32{1, 2, 3})}
+		keys := []string{sessionKey(id), batchKey(prefix, 1<<62)}
 		for _, key := range keys {
 			if !strings.HasPrefix(key, prefix) || !strings.HasPrefix(key, clientsRoot) {
 				t.Fatalf("key %q of id %q leaves its prefix %q", key, trim(id), prefix)
@@ -146,10 +148,9 @@ func TestBatchKeysListInSequenceOrder(t *testing.T) {
 	seqs = slices.Compact(seqs)
 	keys := make([]string, len(seqs))
 	for i, s := range seqs {
-		counts := [numQueues]uint32{uint32(rng.IntN(1000)), uint32(rng.IntN(1000)), 1}
-		keys[i] = batchKey(prefix, s, counts)
+		keys[i] = batchKey(prefix, s)
 		pk, err := parseClientKey(keys[i])
-		if err != nil || pk.kind != keyBatch || pk.seq != s || pk.counts != counts || pk.prefix != prefix {
+		if err != nil || pk.kind != keyBatch || pk.seq != s || pk.prefix != prefix {
 			t.Fatalf("batch key %q parses to %+v, %v", keys[i], pk, err)
 		}
 	}
@@ -162,11 +163,10 @@ func TestForeignKeysAreRecognised(t *testing.T) {
 	for _, key := range []string{
 		"c/zz/abc/session", "c/00/abc/session", // wrong hash prefix
 		"c/" + clientPrefix([]byte("a"))[2:] + "other",
-		clientPrefix([]byte("a")) + "b/0000000000000001-0-0-0",  // empty batch
-		clientPrefix([]byte("a")) + "b/0000000000000001-1-0",    // missing count
-		clientPrefix([]byte("a")) + "b/000000000000001-1-0-0",   // short sequence number
-		clientPrefix([]byte("a")) + "b/0000000000000001-01-0-0", // non-canonical count
-		clientPrefix([]byte("a")) + "b/ffffffffffffffff-2-0-0",  // range overflows
+		clientPrefix([]byte("a")) + "b/0000000000000001-1-0-0", // layout 1 batch name
+		clientPrefix([]byte("a")) + "b/000000000000001",        // short sequence number
+		clientPrefix([]byte("a")) + "b/000000000000000G",       // not hex
+		clientPrefix([]byte("a")) + "b/00000000000000AB",       // upper-case hex
 		"c/" + clientPrefix([]byte("A"))[2:5] + "_41x_4/session",
 		"c/" + clientPrefix([]byte("a"))[2:5] + "_61/session", // escaped plain byte
 		"c/" + clientPrefix([]byte("a"))[2:5] + "~abc/session",
@@ -183,7 +183,7 @@ func TestForeignKeysAreRecognised(t *testing.T) {
 func FuzzClientKey(f *testing.F) {
 	for _, id := range hostileIDs(50) {
 		f.Add(sessionKey(id))
-		f.Add(batchKey(clientPrefix(id), 7, [numQueues]uint32{1, 0, 2}))
+		f.Add(batchKey(clientPrefix(id), 7))
 	}
 	f.Fuzz(func(t *testing.T, key string) {
 		pk, err := parseClientKey(key)
@@ -195,7 +195,7 @@ func FuzzClientKey(f *testing.F) {
 		case keySession:
 			again = pk.prefix + sessionKeySuffix
 		case keyBatch:
-			again = batchKey(pk.prefix, pk.seq, pk.counts)
+			again = batchKey(pk.prefix, pk.seq)
 		}
 		if again != key {
 			t.Fatalf("%q parsed to %+v, which names %q", key, pk, again)
@@ -206,14 +206,58 @@ func FuzzClientKey(f *testing.F) {
 	})
 }
 
+func mustEncode(v any) []byte {
+	b, err := encode(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestJournalAndShardKeysParseBack(t *testing.T) {
+	for _, c := range []struct {
+		ss       int
+		epoch, n uint64
+	}{{0, 1, 0}, {3, 0xffffff, 1<<40 - 1}, {255, 7, 12345}} {
+		key := segmentKey(c.ss, c.epoch, c.n)
+		ss, epoch, n, err := parseSegmentKey(key)
+		if err != nil || ss != c.ss || epoch != c.epoch || n != c.n {
+			t.Fatalf("%q parses to %d %d %d %v", key, ss, epoch, n, err)
+		}
+		if err := s3store.ValidateKey(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if segmentKey(1, 2, 3) >= segmentKey(1, 2, 4) || segmentKey(1, 2, 1<<39) >= segmentKey(1, 3, 0) {
+		t.Fatal("segment keys do not sort by epoch, then batch number")
+	}
+	for hh := range numShards {
+		if got, err := parseShardKey(shardKey(hh)); err != nil || got != hh {
+			t.Fatalf("shard %d: %q parses to %d %v", hh, shardKey(hh), got, err)
+		}
+	}
+	for _, bad := range []string{"i/0", "i/GG", "i/000", "j/00/000001-000000000", "j/0/000001-0000000000", "j/00/00000g-0000000000"} {
+		if _, err := parseShardKey(bad); err == nil && strings.HasPrefix(bad, "i/") {
+			t.Errorf("%q parsed as a shard", bad)
+		}
+		if _, _, _, err := parseSegmentKey(bad); err == nil && strings.HasPrefix(bad, "j/") {
+			t.Errorf("%q parsed as a segment", bad)
+		}
+	}
+}
+
 // FuzzDecodeRecords feeds arbitrary bytes to every decoder: errors are fine, panics not,
 // and every error says the entry is broken.
 func FuzzDecodeRecords(f *testing.F) {
 	for _, v := range []any{
 		systemRecord{Format: formatVersion, Layout: LayoutVersion, CreatedAt: "2026-01-01T00:00:00Z", Epoch: 3},
-		sessionRecord{Format: formatVersion, ID: []byte("id"), Incarnation: 9, Timestamp: []byte("t"), Version: 4,
-			Subscriptions: []byte{1}, Expiry: &expiryRecord{Will: []byte("w")}, Removed: [numQueues]removalRecord{{Below: 9, Also: []uint64{11}}}},
-		batchRecord{Format: formatVersion, Seq: 5, Queues: [numQueues][]packetRecord{{{Data: []byte("x")}}}},
+		sessionRecord{Format: formatVersion, ID: []byte("id"), Incarnation: 9, State: stateRecord{Timestamp: []byte("t"), Version: 4,
+			Subscriptions: []byte{1}, Expiry: &expiryRecord{Will: []byte("w")}}},
+		batchRecord{Format: formatVersion, Packets: []queuedPacket{{Seq: 5, Queue: 1, Data: []byte("x")}, {Seq: 7, Data: []byte("y")}}},
+		shardRecord{Format: formatVersion, Sessions: []shardSession{{ID: []byte("id"), Incarnation: 3, Watermark: 9,
+			Batches: []shardBatch{{Seq: 5, Live: [numQueues][]uint64{{5}, nil, {7, 8}}}}}}},
+		segmentRecord{Format: formatVersion, Records: []cbor.RawMessage{mustEncode(journalRecord{Kind: recPackets, Seq: 4, ID: []byte("a"), Inc: 2,
+			Packets: []queuedPacket{{Seq: 4, Data: []byte("d")}}})}},
 		retainedRecord{Format: formatVersion, Packets: []packetRecord{{ExpireAt: []byte("e"), Data: []byte("d")}}},
 	} {
 		b, err := encode(v)
@@ -229,7 +273,9 @@ func FuzzDecodeRecords(f *testing.F) {
 		for _, err := range []error{
 			func() error { _, err := decodeSystem("k", data); return err }(),
 			func() error { _, err := decodeSession("k", data); return err }(),
-			func() error { _, err := decodeBatch("k", data, 5, [numQueues]uint32{1, 0, 0}); return err }(),
+			func() error { _, err := decodeBatch("k", data, 5); return err }(),
+			func() error { _, err := decodeShard("k", data); return err }(),
+			func() error { _, err := decodeSegment("k", data); return err }(),
 			func() error { _, err := decodeRetained("k", data); return err }(),
 		} {
 			if err != nil && !isBroken(err) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
@@ -17,40 +19,34 @@ import (
 // processes bump it at the same moment.
 const maxEpochAttempts = 8
 
-// load reads the system record, the retained set and every session, then takes a new
-// boot epoch above every sequence number found, and deletes garbage batches.
-func (p *Persistence) load(ctx context.Context) error {
+// load reads the system record, the retained set and the index shards, replays the
+// journal, and takes a new boot epoch above every number found. It returns the journal
+// segments it replayed: the next checkpoint covers them.
+func (p *Persistence) load(ctx context.Context) ([]string, error) {
 	start := time.Now()
 	sys, sysETag, err := p.loadSystem(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.sys = vlpersistence.SystemState{Version: sys.Layout, CreatedAt: sys.CreatedAt}
 	p.loadRetained(ctx)
-
-	scan, err := p.scanClients(ctx)
+	highest, err := p.loadShards(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := p.readSessions(ctx, scan); err != nil {
-		return err
+	segments, records, h, err := p.replayJournal(ctx)
+	if err != nil {
+		return nil, err
 	}
-	garbage, highest := p.index(scan)
-
+	highest = max(highest, h)
 	epoch, err := p.bumpEpoch(ctx, sys, sysETag, highest)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.seq = newSequencer(epoch)
-
-	if len(garbage) > 0 {
-		if err := p.store.DeleteMany(ctx, garbage); err != nil {
-			p.log.Warn("s3persist: garbage batches left for the next start", "count", len(garbage), "err", err)
-		}
-	}
 	p.log.Info("s3persist: loaded", "sessions", p.live.Load(), "retained", len(p.retained.packets),
-		"garbage_deleted", len(garbage), "foreign_objects", scan.foreign, "epoch", epoch, "took", time.Since(start))
-	return nil
+		"journal_segments", len(segments), "journal_records", records, "epoch", epoch, "took", time.Since(start))
+	return segments, nil
 }
 
 // loadSystem reads the system record, creating it on first use.
@@ -135,132 +131,445 @@ func (p *Persistence) loadRetained(ctx context.Context) {
 	}
 }
 
-// clientScan is what one listing of clientsRoot found.
-type clientScan struct {
-	clients map[string]*scannedClient // by client prefix
-	foreign int
-}
-
-type scannedClient struct {
-	parsed     parsedKey // of any key of the client: prefix and readable id
-	hasSession bool
-	record     sessionRecord
-	broken     error
-	batches    []batchMeta // ascending seq (listing order)
-}
-
-func (p *Persistence) scanClients(ctx context.Context) (*clientScan, error) {
-	scan := &clientScan{clients: make(map[string]*scannedClient)}
-	err := s3store.ListAll(ctx, p.store, clientsRoot, func(o s3store.ObjectInfo) error {
-		pk, err := parseClientKey(o.Key)
+// loadShards reads every index shard into the table. A shard that is missing or cannot
+// be decoded is rebuilt from the per-client objects of its sessions (rebuildShard). It
+// returns the highest number found.
+func (p *Persistence) loadShards(ctx context.Context) (uint64, error) {
+	var present [numShards]bool
+	err := s3store.ListAll(ctx, p.store, indexRoot, func(o s3store.ObjectInfo) error {
+		hh, err := parseShardKey(o.Key)
 		if err != nil {
-			scan.foreign++
 			p.log.Warn("s3persist: left alone an object this layout does not write", "err", err)
 			return nil
 		}
-		c := scan.clients[pk.prefix]
-		if c == nil {
-			c = &scannedClient{parsed: pk}
-			scan.clients[pk.prefix] = c
+		present[hh] = true
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("s3persist: list index shards: %w", err)
+	}
+	var (
+		mu      sync.Mutex
+		loaded  [numShards][]shardSession
+		rebuilt [numShards]*rebuiltShard
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.cfg.LoadConcurrency)
+	for hh := range numShards {
+		g.Go(func() error {
+			if present[hh] {
+				key := shardKey(hh)
+				data, _, err := p.store.Get(gctx, key)
+				switch {
+				case errors.Is(err, s3store.ErrNotFound):
+				case err != nil:
+					return fmt.Errorf("s3persist: read index shard %q: %w", key, err)
+				default:
+					rec, err := decodeShard(key, data)
+					if err == nil {
+						mu.Lock()
+						loaded[hh] = rec.Sessions
+						mu.Unlock()
+						return nil
+					}
+					p.log.Error("s3persist: index shard cannot be read; its sessions are rebuilt from their own objects and the shard is left for an operator", "err", err)
+					p.frozen[hh] = true
+				}
+			}
+			r, err := p.rebuildShard(gctx, hh)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			rebuilt[hh] = r
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	// Built here, on one goroutine, before New returns: nothing else sees the table yet.
+	highest := uint64(0)
+	for hh := range numShards {
+		if !present[hh] || p.frozen[hh] {
+			p.markDirty(hh)
 		}
-		switch pk.kind {
-		case keySession:
-			c.hasSession = true
-		case keyBatch:
-			c.batches = append(c.batches, batchMeta{seq: pk.seq, counts: pk.counts})
+		for _, ss := range loaded[hh] {
+			e := &entry{id: ss.ID, hh: uint8(hh), exists: true, stored: true, inc: ss.Incarnation, lastRec: ss.Watermark, state: ss.State.state()}
+			highest = max(highest, ss.Incarnation, ss.Watermark)
+			for _, b := range ss.Batches {
+				obj := &batchObj{seq: b.Seq}
+				for q := range numQueues {
+					for _, seq := range b.Live[q] {
+						e.addRef(&packetRef{seq: seq, queue: uint8(q), obj: obj})
+						obj.live++
+						highest = max(highest, seq)
+					}
+				}
+			}
+			e.sortQueues()
+			p.adopt(e)
+		}
+		if r := rebuilt[hh]; r != nil {
+			highest = max(highest, r.highest)
+			if r.broken {
+				// Rewriting the shard would drop the unreadable session, and the
+				// garbage collector would then delete its objects: keep it as it is.
+				p.frozen[hh] = true
+			}
+			for _, b := range r.brokenBatches {
+				if p.brokenBatches == nil {
+					p.brokenBatches = map[*entry][]string{}
+				}
+				p.brokenBatches[b.e] = append(p.brokenBatches[b.e], b.key)
+			}
+			for _, e := range r.entries {
+				p.adopt(e)
+			}
+		}
+	}
+	return highest, nil
+}
+
+// adopt puts a loaded entry into the table, unless its id is taken (only a tampered or
+// foreign object can make two places claim one id).
+func (p *Persistence) adopt(e *entry) {
+	if old := p.table[string(e.id)]; old != nil {
+		p.log.Error("s3persist: two places claim one client id; the second is left alone", "id", fmt.Sprintf("%q", e.id))
+		return
+	}
+	p.table[string(e.id)] = e
+	p.live.Add(1)
+}
+
+// addRef appends r to its queue; sortQueues restores number order after a load.
+func (e *entry) addRef(r *packetRef) {
+	if e.q == nil {
+		e.q = &queues{}
+	}
+	e.q.q[r.queue] = append(e.q.q[r.queue], r)
+}
+
+func (e *entry) sortQueues() {
+	if e.q == nil {
+		return
+	}
+	for q := range numQueues {
+		slices.SortFunc(e.q.q[q], func(a, b *packetRef) int { return cmpU64(a.seq, b.seq) })
+	}
+}
+
+// rebuiltShard is a shard rebuilt from per-client objects.
+type rebuiltShard struct {
+	entries []*entry
+	highest uint64
+	broken  bool // a session is unreadable: the shard must not be rewritten without it
+	// brokenBatches are the objects (record and batches) of unreadable sessions.
+	brokenBatches []brokenBatch
+}
+
+type brokenBatch struct {
+	e   *entry
+	key string
+}
+
+// rebuildShard reads the sessions of shard hh from their session records and batch
+// objects (c/<hh>/...): the path for a shard never written (a bucket whose first
+// checkpoint has not finished: then there is nothing here) or unreadable. Every packet of
+// a batch object counts as live, since the removals were in the shard: after a rebuild a
+// packet may be delivered twice, never lost. A session record that cannot be read makes
+// a broken entry, reported by LoadForEach and left alone.
+func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, error) {
+	type client struct {
+		parsed  parsedKey
+		session bool
+		batches []uint64
+	}
+	clients := map[string]*client{}
+	var order []string
+	prefix := fmt.Sprintf("%s%02x/", clientsRoot, hh)
+	err := s3store.ListAll(ctx, p.store, prefix, func(o s3store.ObjectInfo) error {
+		pk, err := parseClientKey(o.Key)
+		if err != nil {
+			p.log.Warn("s3persist: left alone an object this layout does not write", "err", err)
+			return nil
+		}
+		c := clients[pk.prefix]
+		if c == nil {
+			c = &client{parsed: pk}
+			clients[pk.prefix] = c
+			order = append(order, pk.prefix)
+		}
+		if pk.kind == keySession {
+			c.session = true
+		} else {
+			c.batches = append(c.batches, pk.seq)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("s3persist: list sessions: %w", err)
+		return nil, fmt.Errorf("s3persist: list sessions of shard %02x: %w", hh, err)
 	}
-	return scan, nil
-}
-
-// readSessions gets every session record, LoadConcurrency at a time.
-func (p *Persistence) readSessions(ctx context.Context, scan *clientScan) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.cfg.LoadConcurrency)
-	for prefix, c := range scan.clients {
-		if !c.hasSession {
+	r := &rebuiltShard{}
+	for _, cp := range order {
+		c := clients[cp]
+		if !c.session {
+			continue // batches of no session: garbage for the collector
+		}
+		key := cp + sessionKeySuffix
+		data, _, err := p.store.Get(ctx, key)
+		if errors.Is(err, s3store.ErrNotFound) {
 			continue
 		}
+		if err != nil {
+			return nil, fmt.Errorf("s3persist: read session record %q: %w", key, err)
+		}
+		e := &entry{hh: uint8(hh), exists: true, stored: true}
+		rec, err := decodeSession(key, data)
+		if err == nil && clientPrefix(rec.ID) != cp {
+			err = brokenEntry(key, "holds client id %q, which belongs under another key", rec.ID)
+		}
+		if err != nil {
+			e.broken, e.id = err, c.parsed.readableID
+			if e.id == nil {
+				e.id = []byte(cp) // hashed key: the id is in the unreadable record
+			}
+			r.brokenBatches = append(r.brokenBatches, brokenBatch{e, key})
+			for _, seq := range c.batches {
+				r.brokenBatches = append(r.brokenBatches, brokenBatch{e, batchKey(cp, seq)})
+			}
+			p.log.Error("s3persist: session record cannot be read; the session is reported and left alone", "err", err)
+			r.entries = append(r.entries, e)
+			r.broken = true
+			continue
+		}
+		e.id, e.inc, e.state = rec.ID, rec.Incarnation, rec.State.state()
+		r.highest = max(r.highest, rec.Incarnation)
+		for _, seq := range c.batches {
+			if seq < rec.Incarnation {
+				continue // of an earlier incarnation: garbage
+			}
+			bkey := batchKey(cp, seq)
+			data, _, err := p.store.Get(ctx, bkey)
+			if err != nil {
+				return nil, fmt.Errorf("s3persist: read packets %q: %w", bkey, err)
+			}
+			b, err := decodeBatch(bkey, data, seq)
+			if err != nil {
+				p.log.Error("s3persist: a batch of packets cannot be decoded; left alone", "err", err)
+				continue
+			}
+			obj := &batchObj{seq: seq}
+			for _, pk := range b.Packets {
+				e.addRef(&packetRef{seq: pk.Seq, queue: pk.Queue, obj: obj})
+				obj.live++
+				r.highest = max(r.highest, pk.Seq)
+			}
+		}
+		e.sortQueues()
+		r.entries = append(r.entries, e)
+	}
+	if len(r.entries) > 0 {
+		p.log.Warn("s3persist: rebuilt an index shard from per-client objects", "shard", fmt.Sprintf("%02x", hh), "sessions", len(r.entries))
+	}
+	return r, nil
+}
+
+// replayJournal reads every journal segment and applies its records in number order on
+// top of the index. Records at or below a session's watermark are already in its state.
+// A segment that cannot be decoded is reported and left alone (never deleted): replaying
+// around it could reorder a session. It returns the keys of the segments replayed, the
+// number of records, and the highest number found.
+func (p *Persistence) replayJournal(ctx context.Context) ([]string, int, uint64, error) {
+	var keys []string
+	err := s3store.ListAll(ctx, p.store, journalRoot, func(o s3store.ObjectInfo) error {
+		if _, _, _, err := parseSegmentKey(o.Key); err != nil {
+			p.log.Warn("s3persist: left alone an object this layout does not write", "err", err)
+			return nil
+		}
+		keys = append(keys, o.Key)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("s3persist: list the journal: %w", err)
+	}
+	recs := make([][]journalRecord, len(keys))
+	good := make([]bool, len(keys))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.cfg.LoadConcurrency)
+	for i, key := range keys {
 		g.Go(func() error {
-			key := prefix + sessionKeySuffix
 			data, _, err := p.store.Get(gctx, key)
 			if errors.Is(err, s3store.ErrNotFound) {
-				c.hasSession = false // deleted since the listing
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("s3persist: read session record %q: %w", key, err)
+				return fmt.Errorf("s3persist: read journal segment %q: %w", key, err)
 			}
-			rec, err := decodeSession(key, data)
-			if err == nil && clientPrefix(rec.ID) != prefix {
-				err = brokenEntry(key, "holds client id %q, which belongs under another key", rec.ID)
+			r, err := decodeSegment(key, data)
+			if err != nil {
+				p.log.Error("s3persist: journal segment cannot be read; it is skipped and left alone", "err", err)
+				return nil
 			}
-			c.record, c.broken = rec, err
+			recs[i], good[i] = r, true
 			return nil
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, 0, 0, err
+	}
+	var all []journalRecord
+	var replayed []string
+	for i, key := range keys {
+		if good[i] {
+			all = append(all, recs[i]...)
+			replayed = append(replayed, key)
+		}
+	}
+	slices.SortStableFunc(all, func(a, b journalRecord) int { return cmpU64(a.Seq, b.Seq) })
+	highest := uint64(0)
+	for i := range all {
+		highest = max(highest, all[i].Seq)
+		p.replay(&all[i])
+	}
+	for k, e := range p.table {
+		if !e.exists {
+			delete(p.table, k)
+		}
+	}
+	return replayed, len(all), highest, nil
 }
 
-// index builds the table from a scan. It returns the batch keys that are garbage (of no
-// session, or with every packet removed) and the highest sequence number in use.
-func (p *Persistence) index(scan *clientScan) (garbage []string, highest uint64) {
-	// index runs before New returns: nothing else sees the entries yet.
-	for prefix, c := range scan.clients {
-		for _, b := range c.batches {
-			first, n := b.queueRange(numQueues - 1)
-			highest = max(highest, first+n-1)
-		}
-		if !c.hasSession {
-			for _, b := range c.batches {
-				garbage = append(garbage, b.key(prefix))
-			}
-			continue
-		}
-		e := &entry{prefix: prefix, exists: true}
-		if c.broken != nil {
-			e.broken = c.broken
-			e.batches = c.batches // unknown marks: keep everything, delete nothing
-			e.id = c.parsed.readableID
-			if e.id == nil {
-				e.id = []byte(prefix) // hashed key: the id is in the unreadable record
-			}
-			p.log.Error("s3persist: session record cannot be read; the session is reported and left alone", "err", c.broken)
-		} else {
-			r := c.record
-			highest = max(highest, r.Incarnation)
-			e.id, e.incarnation, e.timestamp, e.version = r.ID, r.Incarnation, string(r.Timestamp), r.Version
-			e.subs, e.removed = r.Subscriptions, r.Removed
-			if x := r.Expiry; x != nil {
-				e.expiry = &vlpersistence.SessionDelays{Since: string(x.Since), ExpireIn: string(x.ExpireIn), Will: x.Will}
-			}
-			for q := range numQueues {
-				highest = max(highest, e.removed[q].Below)
-				if n := len(e.removed[q].Also); n > 0 {
-					highest = max(highest, e.removed[q].Also[n-1])
-				}
-			}
-			for _, b := range c.batches {
-				if e.consumed(b) {
-					garbage = append(garbage, b.key(prefix))
-				} else {
-					e.batches = append(e.batches, b)
-				}
-			}
-		}
-		if old := p.table[string(e.id)]; old != nil {
-			// Two keys claim one id: only a foreign or tampered object can do that.
-			p.log.Error("s3persist: two session records claim one client id; the second is left alone",
-				"first", old.prefix, "second", prefix)
-			continue
-		}
-		p.table[string(e.id)] = e
-		p.live.Add(1)
+// replay applies one journal record to the table (before New returns: no locks).
+func (p *Persistence) replay(rec *journalRecord) {
+	e := p.table[string(rec.ID)]
+	if e != nil && (rec.Seq <= e.lastRec || e.broken != nil) {
+		return
 	}
-	slices.Sort(garbage)
-	return garbage, highest
+	switch rec.Kind {
+	case recState:
+		if e == nil {
+			e = &entry{id: clone(rec.ID), hh: uint8(shardOf(rec.ID))}
+			p.table[string(e.id)] = e
+		}
+		if !e.exists || e.inc != rec.Inc {
+			if e.exists && rec.Inc < e.inc {
+				return // a record of an earlier incarnation
+			}
+			if e.exists {
+				p.dropSession(e) // a later incarnation whose Delete was lost
+			}
+			e.exists, e.inc, e.q = true, rec.Inc, nil
+			p.live.Add(1)
+		}
+		var st stateRecord
+		if rec.State != nil {
+			st = *rec.State
+		}
+		e.state, e.stateDirty = st.state(), true
+	case recDelete:
+		if e == nil || !e.exists || e.inc != rec.Inc {
+			return
+		}
+		p.dropSession(e)
+	case recPackets:
+		if e == nil || !e.exists || e.inc != rec.Inc {
+			return
+		}
+		pkts := slices.DeleteFunc(rec.Packets, func(pk queuedPacket) bool { return e.q.has(int(pk.Queue), pk.Seq) })
+		p.queuePinned(e, pkts)
+	case recRemove:
+		if e == nil || !e.exists || e.inc != rec.Inc {
+			return
+		}
+		p.applyRemoval(e, rec.Removed)
+	}
+	if e.exists {
+		e.lastRec = rec.Seq
+		p.markDirty(int(e.hh))
+	}
+}
+
+// collectGarbage deletes, once after start, the objects under c/ that no session needs:
+// batch objects of earlier processes that no index names (left by a crash during a
+// checkpoint, or by a failed deletion), and session records of ids that do not exist.
+// It runs in the background, owned by Persistence, and holds the checkpoint lock while it
+// decides and deletes, so that it never races with a checkpoint writing new objects.
+func (p *Persistence) collectGarbage() {
+	defer p.bg.Done()
+	defer close(p.gcDone)
+	ctx, cancel := context.WithCancel(p.bgCtx)
+	defer cancel()
+	go func() { // owned: ends with this function at the latest
+		select {
+		case <-p.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var candidates []parsedKey
+	err := s3store.ListAll(ctx, p.store, clientsRoot, func(o s3store.ObjectInfo) error {
+		pk, err := parseClientKey(o.Key)
+		if err == nil {
+			candidates = append(candidates, pk)
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("s3persist: garbage collection could not list the sessions; it runs again at the next start", "err", err)
+		}
+		return
+	}
+	p.ckptMu.Lock()
+	defer p.ckptMu.Unlock()
+	live := map[string]bool{}   // client prefixes of existing sessions
+	needed := map[string]bool{} // batch keys named by a session
+	p.tableMu.RLock()
+	for _, e := range p.table {
+		e.mu.Lock()
+		if e.exists {
+			prefix := clientPrefix(e.id)
+			live[prefix] = true
+			if e.q != nil {
+				for q := range numQueues {
+					for _, r := range e.q.q[q] {
+						if r.obj != nil {
+							needed[batchKey(prefix, r.obj.seq)] = true
+						}
+					}
+				}
+			}
+		}
+		e.mu.Unlock()
+	}
+	p.tableMu.RUnlock()
+	first := p.seq.first()
+	var garbage []string
+	for _, pk := range candidates {
+		hh, _ := strconv.ParseUint(pk.prefix[len(clientsRoot):len(clientsRoot)+2], 16, 8)
+		if p.frozen[hh] {
+			continue // rebuilt from these objects: keep them all
+		}
+		switch pk.kind {
+		case keySession:
+			if !live[pk.prefix] {
+				garbage = append(garbage, pk.prefix+sessionKeySuffix)
+			}
+		case keyBatch:
+			key := batchKey(pk.prefix, pk.seq)
+			if pk.seq < first && !needed[key] {
+				garbage = append(garbage, key)
+			}
+		}
+	}
+	if len(garbage) == 0 {
+		return
+	}
+	if err := p.store.DeleteMany(ctx, garbage); err != nil && ctx.Err() == nil {
+		p.log.Warn("s3persist: garbage collection left objects for the next start", "err", err)
+		return
+	}
+	p.log.Info("s3persist: deleted objects no session needs", "count", len(garbage))
 }

@@ -19,18 +19,21 @@
 //
 // # Durability
 //
-// This release writes through: a write method returns nil only after the object store
-// has acknowledged every request the change needs, so a nil return means the change
-// survives a crash of the process. A returned error means the change is not known to be
-// durable: the store may or may not have applied it. A change that was applied in memory
-// but could not be uploaded is uploaded again by the next write of the same object, by
-// Flush and by Shutdown.
+// Config.Durability chooses between two modes. In Async (the default) a call that
+// changes state returns once the change is applied in memory and appended to the
+// journal; it is durable within Config.FlushInterval plus the upload time, and a crash
+// loses at most the changes of that window. In Sync a call returns only when its change
+// is durable; concurrent callers share uploads (group commit). In both modes Flush and
+// Shutdown make everything accepted durable, and Retained().Store writes through.
 //
-// # Memory
+// # Cost
 //
-// The index of sessions (ids, state, and the names and sizes of their packet batches) is
-// held in memory, so Exists, Count, PacketCount*, LoadForEach and reads of an empty queue
-// make no request. Packet payloads are not: PacketsForEach* reads them from the store.
+// Changes of many sessions travel together in journal segments, so the number of
+// requests does not grow with the number of sessions. A background checkpoint moves the
+// packets still queued into one batch object per session, rewrites the index shards, and
+// deletes the journal segments it covered. The index of sessions, their state and the
+// payloads not yet checkpointed are held in memory; checkpointed payloads are held in a
+// byte-bounded cache and read back from their batch objects when it misses.
 //
 // # One writer
 //
@@ -40,19 +43,20 @@
 package s3persist
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
-	"golang.org/x/sync/errgroup"
 
+	"github.com/s3persist/s3persist/batching"
+	"github.com/s3persist/s3persist/cache"
 	"github.com/s3persist/s3persist/s3store"
 )
 
@@ -76,27 +80,103 @@ type Config struct {
 	// bucket. Empty, or ending in "/". Default: "" (the whole bucket).
 	Prefix string
 
-	// CallTimeout bounds the storage work of one API call, retries of the S3 client
-	// included. Default: 30s.
+	// Durability is Async (the default) or Sync; see the package documentation.
+	Durability Durability
+
+	// FlushInterval is the longest a change waits in memory before its journal segment
+	// starts uploading, in Async mode: with the upload time, the window a crash can
+	// lose. Each journal stream uploads at most once per interval when traffic is light,
+	// so it also sets the request floor: JournalStreams/FlushInterval PUTs a second.
+	// Default: 1s.
+	FlushInterval time.Duration
+
+	// BatchBytes is the largest journal segment, in bytes of records. Default: 8 MiB.
+	BatchBytes int
+
+	// MaxPendingBytes bounds the journal records accepted but not yet durable; a call
+	// that would go past it waits for room (backpressure) until CallTimeout. Default:
+	// 64 MiB.
+	MaxPendingBytes int64
+
+	// JournalStreams is the number of journal streams: uploads of different streams run
+	// side by side, those of one stream one at a time, in order. In Async mode each
+	// stream with traffic uploads about once per FlushInterval, so more streams cost
+	// requests; in Sync mode every call starts an upload of its own stream when it is
+	// idle, and more streams let concurrent callers share fewer waits. Default: 4 in
+	// Async, 16 in Sync.
+	JournalStreams int
+
+	// CheckpointBytes starts a checkpoint when the payloads held only by the journal
+	// reach it. Default: 32 MiB.
+	CheckpointBytes int64
+
+	// CheckpointInterval starts a checkpoint this long after the last one when anything
+	// changed, bounding how much journal a restart replays when traffic is light. A
+	// checkpoint costs about one PUT per session with new packets plus one per changed
+	// index shard, so short intervals cost requests. Default: 5m.
+	CheckpointInterval time.Duration
+
+	// CheckpointTimeout bounds one checkpoint. Default: 2m.
+	CheckpointTimeout time.Duration
+
+	// CacheBytes bounds the payloads of checkpointed packets held in memory; beyond it,
+	// the least recently used are read back from their batch objects. Default: 64 MiB.
+	CacheBytes int64
+
+	// CallTimeout bounds the storage work of one API call: in Sync mode the wait for
+	// durability, in both modes the wait for room in the journal and the reads of packets.
+	// Default: 30s.
 	CallTimeout time.Duration
 
 	// LoadConcurrency is the number of requests New keeps in flight while it reads the
-	// sessions, and Flush and Shutdown while they upload. Default: 32.
+	// index and the journal, and a checkpoint while it writes. Default: 32.
 	LoadConcurrency int
 
 	// ShutdownTimeout bounds Shutdown's final flush. Default: 20s (a Kubernetes pod gets
 	// 30s between SIGTERM and SIGKILL).
 	ShutdownTimeout time.Duration
 
-	// Logger receives start-up, garbage-collection and error reports. Default: none.
+	// Logger receives start-up, checkpoint, garbage-collection and error reports.
+	// Default: none.
 	Logger *slog.Logger
+}
+
+// Durability says when a call that changes state returns; see the package
+// documentation.
+type Durability int
+
+const (
+	// Async: a call returns once its change is in memory and journaled; durable within
+	// FlushInterval plus upload time.
+	Async Durability = iota
+	// Sync: a call returns once its change is durable.
+	Sync
+)
+
+func (d Durability) String() string {
+	switch d {
+	case Async:
+		return "Async"
+	case Sync:
+		return "Sync"
+	}
+	return fmt.Sprintf("Durability(%d)", int(d))
 }
 
 // Defaults, applied by withDefaults.
 const (
-	DefaultCallTimeout     = 30 * time.Second
-	DefaultLoadConcurrency = 32
-	DefaultShutdownTimeout = 20 * time.Second
+	DefaultFlushInterval      = time.Second
+	DefaultBatchBytes         = 8 << 20
+	DefaultMaxPendingBytes    = 64 << 20
+	DefaultJournalStreams     = 4  // Async
+	DefaultSyncJournalStreams = 16 // Sync
+	DefaultCheckpointBytes    = 32 << 20
+	DefaultCheckpointInterval = 5 * time.Minute
+	DefaultCheckpointTimeout  = 2 * time.Minute
+	DefaultCacheBytes         = 64 << 20
+	DefaultCallTimeout        = 30 * time.Second
+	DefaultLoadConcurrency    = 32
+	DefaultShutdownTimeout    = 20 * time.Second
 )
 
 // Validate reports the first invalid field of c, by name. Zero durations and counts are
@@ -115,6 +195,26 @@ func (c Config) Validate() error {
 		return fmt.Errorf("s3persist: Config.Prefix %q: %v", c.Prefix, s3store.ValidateKey(c.Prefix+"x"))
 	case len(c.Prefix) > 512:
 		return fmt.Errorf("s3persist: Config.Prefix is %d bytes; at most 512 leave room for the layout's keys", len(c.Prefix))
+	case c.Durability != Async && c.Durability != Sync:
+		return fmt.Errorf("s3persist: Config.Durability %v is neither Async nor Sync", c.Durability)
+	case c.FlushInterval < 0:
+		return fmt.Errorf("s3persist: Config.FlushInterval %v is negative", c.FlushInterval)
+	case c.BatchBytes < 0:
+		return fmt.Errorf("s3persist: Config.BatchBytes %d is negative", c.BatchBytes)
+	case c.MaxPendingBytes < 0:
+		return fmt.Errorf("s3persist: Config.MaxPendingBytes %d is negative", c.MaxPendingBytes)
+	case c.MaxPendingBytes != 0 && c.MaxPendingBytes < int64(cmp.Or(c.BatchBytes, DefaultBatchBytes)):
+		return fmt.Errorf("s3persist: Config.MaxPendingBytes %d is below BatchBytes (%d): no segment could fill", c.MaxPendingBytes, cmp.Or(c.BatchBytes, DefaultBatchBytes))
+	case c.JournalStreams < 0 || c.JournalStreams > numShards:
+		return fmt.Errorf("s3persist: Config.JournalStreams %d is outside 0..%d", c.JournalStreams, numShards)
+	case c.CheckpointBytes < 0:
+		return fmt.Errorf("s3persist: Config.CheckpointBytes %d is negative", c.CheckpointBytes)
+	case c.CheckpointInterval < 0:
+		return fmt.Errorf("s3persist: Config.CheckpointInterval %v is negative", c.CheckpointInterval)
+	case c.CheckpointTimeout < 0:
+		return fmt.Errorf("s3persist: Config.CheckpointTimeout %v is negative", c.CheckpointTimeout)
+	case c.CacheBytes < 0:
+		return fmt.Errorf("s3persist: Config.CacheBytes %d is negative", c.CacheBytes)
 	case c.CallTimeout < 0:
 		return fmt.Errorf("s3persist: Config.CallTimeout %v is negative", c.CallTimeout)
 	case c.LoadConcurrency < 0:
@@ -131,6 +231,33 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
+	if c.FlushInterval == 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = DefaultBatchBytes
+	}
+	if c.MaxPendingBytes == 0 {
+		c.MaxPendingBytes = max(DefaultMaxPendingBytes, int64(c.BatchBytes))
+	}
+	if c.JournalStreams == 0 {
+		c.JournalStreams = DefaultJournalStreams
+		if c.Durability == Sync {
+			c.JournalStreams = DefaultSyncJournalStreams
+		}
+	}
+	if c.CheckpointBytes == 0 {
+		c.CheckpointBytes = DefaultCheckpointBytes
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.CheckpointTimeout == 0 {
+		c.CheckpointTimeout = DefaultCheckpointTimeout
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = DefaultCacheBytes
+	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = DefaultCallTimeout
 	}
@@ -156,13 +283,41 @@ type Persistence struct {
 	seq       *sequencer
 	sys       vlpersistence.SystemState
 	closed    atomic.Bool
+	journal   *journal
+	cache     *cache.LRU[uint64, *queuedPacket] // payloads of checkpointed packets, by number
 
 	tableMu sync.RWMutex
-	// table holds an entry per id that exists or has a change in flight (a deleted id's
-	// entry stays until its deletion is durable, so that a new incarnation's uploads
-	// queue behind the old one's). Guarded by tableMu.
+	// table holds an entry per id that exists. Guarded by tableMu.
 	table map[string]*entry
 	live  atomic.Int64 // entries with exists set: Count()
+
+	pinned   atomic.Int64           // payload bytes only the journal holds
+	dirty    [numShards]atomic.Bool // index shards to rewrite
+	frozen   [numShards]bool        // shards whose object was unreadable at New; set before New returns
+	ckptMu   sync.Mutex             // one checkpoint (or garbage collection) at a time
+	ckptKick chan struct{}          // asks the checkpointer for a checkpoint
+	gcDone   chan struct{}          // closed when the garbage collection after start ends
+
+	garbageMu sync.Mutex
+	// Objects to delete once the shards that named them are rewritten. Guarded by
+	// garbageMu.
+	garbage        []string
+	deletedRecords [][]byte // ids whose session record object is to delete
+
+	// stopping is closed when Shutdown begins: background work stops starting new steps.
+	// bgCtx ends when Shutdown's deadline passes (or at once after the background work
+	// stopped), cancelling requests still in flight; bg counts the goroutines to wait for.
+	stopping chan struct{}
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
+	stats struct{ checkpoints, checkpointFailures atomic.Int64 }
+
+	// brokenBatches are the objects (record and batches) of sessions whose record was
+	// unreadable at New, deleted with the session. Written before New returns; guarded by garbageMu
+	// after.
+	brokenBatches map[*entry][]string
 
 	retained retainedState
 
@@ -173,17 +328,21 @@ type Persistence struct {
 	}
 }
 
-// New opens the store, checks or initialises its layout, and loads the index of every
-// session into memory. It fails with a clear error for wrong credentials, a missing
-// bucket (unless Config.S3.CreateBucket), an unreachable endpoint, or a bucket written
-// with a layout this release does not read. Corrupt session or batch objects do not make
-// it fail: they are reported through LoadForEach and the log.
+// New opens the store, checks or initialises its layout, loads the index of every
+// session and replays the journal. It fails with a clear error for wrong credentials, a
+// missing bucket (unless Config.S3.CreateBucket), an unreachable endpoint, or a bucket
+// written with a layout this release does not read. Corrupt objects do not make it fail:
+// they are reported through LoadForEach and the log.
 func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	p := &Persistence{cfg: cfg, log: cfg.Logger, table: make(map[string]*entry)}
+	p := &Persistence{cfg: cfg, log: cfg.Logger, table: make(map[string]*entry), ckptKick: make(chan struct{}, 1), gcDone: make(chan struct{}), stopping: make(chan struct{})}
+	var err error
+	if p.cache, err = cache.New[uint64, *queuedPacket](cache.Config{MaxBytes: cfg.CacheBytes}); err != nil {
+		return nil, fmt.Errorf("s3persist: %w", err)
+	}
 	store := cfg.Store
 	if store == nil {
 		m, err := s3store.NewMinio(ctx, cfg.S3)
@@ -205,9 +364,21 @@ func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	p.handles.sessions.p = p
 	p.handles.retained.p = p
 	p.handles.system.p = p
-	if err := p.load(ctx); err != nil {
+	segments, err := p.load(ctx)
+	if err != nil {
 		p.closeOwnedStore()
 		return nil, err
+	}
+	if p.journal, err = newJournal(p.store, p.seq.epoch(), cfg, segments); err != nil {
+		p.closeOwnedStore()
+		return nil, err
+	}
+	p.bgCtx, p.bgCancel = context.WithCancel(context.Background())
+	p.bg.Add(2)
+	go p.runCheckpointer()
+	go p.collectGarbage()
+	if len(segments) > 0 {
+		p.kickCheckpoint() // the replayed journal pins its payloads until checkpointed
 	}
 	return p, nil
 }
@@ -248,73 +419,33 @@ func (p *Persistence) System() (vlpersistence.System, error) {
 }
 
 // Flush makes every change accepted before it durable: when it returns nil, a crash
-// loses nothing that any call before Flush returned nil for, nor any change that was
-// applied in memory but failed to upload. Its error names what is not durable.
+// loses nothing that any call before Flush returned nil for. Its error says how much is
+// not durable. It does not wait for a checkpoint: the journal is durable state.
 func (p *Persistence) Flush(ctx context.Context) error {
 	if p.closed.Load() {
 		return vlpersistence.ErrNotOpen
 	}
-	return p.flush(ctx)
-}
-
-func (p *Persistence) flush(ctx context.Context) error {
-	p.tableMu.RLock()
-	var dirty []*entry
-	for _, e := range p.table {
-		e.mu.Lock()
-		if e.record.dirty() || len(e.pendingDel) > 0 || e.record.inFlight != nil {
-			dirty = append(dirty, e)
-		}
-		e.mu.Unlock()
-	}
-	p.tableMu.RUnlock()
-
-	var (
-		failMu sync.Mutex
-		failed []string
-		first  error
-	)
-	fail := func(what string, err error) {
-		failMu.Lock()
-		defer failMu.Unlock()
-		failed = append(failed, what)
-		if first == nil {
-			first = err
-		}
-	}
-	g := new(errgroup.Group)
-	g.SetLimit(p.cfg.LoadConcurrency)
-	g.Go(func() error {
-		if err := p.retained.flush(ctx); err != nil {
-			fail("the retained set", err)
-		}
-		return nil
-	})
-	for _, e := range dirty {
-		g.Go(func() error {
-			if err := e.flush(ctx, p); err != nil {
-				fail(fmt.Sprintf("session %q", e.id), err)
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	if first != nil {
-		slices.Sort(failed)
-		const shown = 10
-		names := strings.Join(failed[:min(len(failed), shown)], ", ")
-		if len(failed) > shown {
-			names += fmt.Sprintf(" and %d more", len(failed)-shown)
-		}
-		return fmt.Errorf("s3persist: flush: %d objects not durable (%s): %w", len(failed), names, first)
+	if err := errors.Join(p.journal.b.Flush(ctx), p.retained.flush(ctx)); err != nil {
+		return fmt.Errorf("s3persist: flush: %w", err)
 	}
 	return nil
 }
 
-// Shutdown makes everything accepted durable within Config.ShutdownTimeout, releases the
-// store, and returns nil (I4). If something could not be made durable in time it returns
-// an error naming it. Afterwards every method returns vlpersistence.ErrNotOpen, a second
-// Shutdown included (G9). Calls still running during Shutdown may fail.
+// Checkpoint runs a checkpoint now (see the package documentation) and returns when it
+// is done. The background checkpointer does this by itself; tools and tests call it to
+// bound the journal at a known moment.
+func (p *Persistence) Checkpoint(ctx context.Context) error {
+	if p.closed.Load() {
+		return vlpersistence.ErrNotOpen
+	}
+	return p.checkpoint(ctx)
+}
+
+// Shutdown makes everything accepted durable within Config.ShutdownTimeout, stops the
+// background work, releases the store, and returns nil (I4). If something could not be
+// made durable in time it returns an error saying how much. Afterwards every method
+// returns vlpersistence.ErrNotOpen, a second Shutdown included (G9). It never hangs
+// beyond the timeout plus the end of requests in flight.
 func (p *Persistence) Shutdown() error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return vlpersistence.ErrNotOpen
@@ -322,7 +453,19 @@ func (p *Persistence) Shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer cancel()
 	start := time.Now()
-	err := p.flush(ctx)
+	// A checkpoint in flight may finish (its requests would otherwise be cut, and a cut
+	// PUT can still land after Shutdown returned), within the deadline.
+	close(p.stopping)
+	stopped := make(chan struct{})
+	go func() { p.bg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		p.bgCancel()
+		<-stopped
+	}
+	p.bgCancel()
+	err := errors.Join(p.journal.b.Close(ctx), p.retained.flush(ctx))
 	p.closeOwnedStore()
 	if err != nil {
 		p.log.Error("s3persist: shutdown left changes that are not durable", "err", err)
@@ -330,6 +473,28 @@ func (p *Persistence) Shutdown() error {
 	}
 	p.log.Info("s3persist: shut down", "sessions", p.live.Load(), "took", time.Since(start))
 	return nil
+}
+
+// Stats are counters of a Persistence, for monitoring and benchmarks.
+type Stats struct {
+	Sessions           int64
+	PinnedBytes        int64 // payloads only the journal holds (not checkpointed yet)
+	Journal            batching.Stats
+	Cache              cache.Stats
+	Checkpoints        int64
+	CheckpointFailures int64
+}
+
+// Stats returns the counters.
+func (p *Persistence) Stats() Stats {
+	return Stats{
+		Sessions:           p.live.Load(),
+		PinnedBytes:        p.pinned.Load(),
+		Journal:            p.journal.b.Stats(),
+		Cache:              p.cache.Stats(),
+		Checkpoints:        p.stats.checkpoints.Load(),
+		CheckpointFailures: p.stats.checkpointFailures.Load(),
+	}
 }
 
 // system is the System handle.

@@ -3,6 +3,7 @@ package s3persist
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
 	"github.com/fxamacker/cbor/v2"
@@ -34,10 +35,19 @@ type systemRecord struct {
 	Epoch     uint64 `cbor:"3,keyasint"` // bumped by every New; high bits of sequence numbers
 }
 
-// packetRecord is one vlpersistence.PersistedPacket.
+// packetRecord is one vlpersistence.PersistedPacket (retained set).
 type packetRecord struct {
 	ExpireAt []byte `cbor:"0,keyasint,omitempty"`
 	Data     []byte `cbor:"1,keyasint"`
+}
+
+// queuedPacket is one queued packet with its number and queue, in journal records and
+// packet batches.
+type queuedPacket struct {
+	Seq      uint64 `cbor:"0,keyasint"`
+	Queue    uint8  `cbor:"1,keyasint"`
+	ExpireAt []byte `cbor:"2,keyasint,omitempty"`
+	Data     []byte `cbor:"3,keyasint"`
 }
 
 // expiryRecord is one vlpersistence.SessionDelays.
@@ -47,36 +57,81 @@ type expiryRecord struct {
 	Will     []byte `cbor:"2,keyasint"`
 }
 
-// removalRecord marks removed packets of one queue: every number below Below, and the
-// numbers in Also (ascending, all >= Below).
-type removalRecord struct {
-	Below uint64   `cbor:"0,keyasint"`
-	Also  []uint64 `cbor:"1,keyasint,omitempty"`
+// stateRecord is the state of a session the broker sets: base, subscriptions, expiry.
+type stateRecord struct {
+	Timestamp     []byte        `cbor:"0,keyasint,omitempty"`
+	Version       byte          `cbor:"1,keyasint,omitempty"`
+	Subscriptions []byte        `cbor:"2,keyasint,omitempty"`
+	Expiry        *expiryRecord `cbor:"3,keyasint,omitempty"`
 }
 
 // sessionRecord is the object at "<client prefix>session".
 type sessionRecord struct {
-	Format        uint                     `cbor:"0,keyasint"`
-	ID            []byte                   `cbor:"1,keyasint"`
-	Incarnation   uint64                   `cbor:"2,keyasint"`
-	Timestamp     []byte                   `cbor:"3,keyasint"`
-	Version       byte                     `cbor:"4,keyasint"`
-	Subscriptions []byte                   `cbor:"5,keyasint"`
-	Expiry        *expiryRecord            `cbor:"6,keyasint"`
-	Removed       [numQueues]removalRecord `cbor:"7,keyasint"`
+	Format      uint        `cbor:"0,keyasint"`
+	ID          []byte      `cbor:"1,keyasint"`
+	Incarnation uint64      `cbor:"2,keyasint"`
+	State       stateRecord `cbor:"3,keyasint"`
 }
 
-// batchRecord is one packet batch object.
+// batchRecord is one packet batch object: packets in ascending number.
 type batchRecord struct {
-	Format uint                      `cbor:"0,keyasint"`
-	Seq    uint64                    `cbor:"1,keyasint"`
-	Queues [numQueues][]packetRecord `cbor:"2,keyasint"`
+	Format  uint           `cbor:"0,keyasint"`
+	Packets []queuedPacket `cbor:"1,keyasint"`
 }
 
 // retainedRecord is the object at keyRetained.
 type retainedRecord struct {
 	Format  uint           `cbor:"0,keyasint"`
 	Packets []packetRecord `cbor:"1,keyasint"`
+}
+
+// Journal record kinds.
+const (
+	recState   = 1 // the session's whole state: Create, an implicit create, any state change
+	recDelete  = 2 // Delete
+	recPackets = 3 // packets appended to the queues
+	recRemove  = 4 // packets removed from the queues
+)
+
+// journalRecord is one change of one session. Seq is its number, above every number the
+// session had before; the packets of a recPackets record carry their own numbers, the
+// last of which is Seq.
+type journalRecord struct {
+	Kind    uint8          `cbor:"0,keyasint"`
+	Seq     uint64         `cbor:"1,keyasint"`
+	ID      []byte         `cbor:"2,keyasint"`
+	Inc     uint64         `cbor:"3,keyasint"`
+	State   *stateRecord   `cbor:"4,keyasint,omitempty"`
+	Packets []queuedPacket `cbor:"5,keyasint,omitempty"`
+	Removed []uint64       `cbor:"6,keyasint,omitempty"`
+}
+
+// segmentRecord is one journal segment: records encoded one by one when they were made.
+type segmentRecord struct {
+	Format  uint              `cbor:"0,keyasint"`
+	Records []cbor.RawMessage `cbor:"1,keyasint"`
+}
+
+// shardBatch is one packet batch of a session as its index shard knows it: the lowest
+// number (the key) and the numbers still live in each queue, ascending.
+type shardBatch struct {
+	Seq  uint64              `cbor:"0,keyasint"`
+	Live [numQueues][]uint64 `cbor:"1,keyasint"`
+}
+
+// shardSession is one session in an index shard.
+type shardSession struct {
+	ID          []byte       `cbor:"0,keyasint"`
+	Incarnation uint64       `cbor:"1,keyasint"`
+	State       stateRecord  `cbor:"2,keyasint"`
+	Watermark   uint64       `cbor:"3,keyasint"` // journal records of this session up to it are included
+	Batches     []shardBatch `cbor:"4,keyasint,omitempty"`
+}
+
+// shardRecord is one index shard object.
+type shardRecord struct {
+	Format   uint           `cbor:"0,keyasint"`
+	Sessions []shardSession `cbor:"1,keyasint"`
 }
 
 // The modes are built once: building one validates options and caches type info.
@@ -145,28 +200,20 @@ func decodeSession(key string, data []byte) (sessionRecord, error) {
 	if len(r.ID) == 0 || len(r.ID) > maxIDLen {
 		return r, brokenEntry(key, "client id of %d bytes", len(r.ID))
 	}
-	for q := range numQueues {
-		also := r.Removed[q].Also
-		for i, s := range also {
-			if s < r.Removed[q].Below || i > 0 && s <= also[i-1] {
-				return r, brokenEntry(key, "removal marks of queue %s out of order", queueNames[q])
-			}
-		}
-	}
 	return r, nil
 }
 
-func decodeBatch(key string, data []byte, seq uint64, counts [numQueues]uint32) (batchRecord, error) {
+func decodeBatch(key string, data []byte, seq uint64) (batchRecord, error) {
 	var r batchRecord
 	if err := decodeRecord(key, data, &r, &r.Format); err != nil {
 		return r, err
 	}
-	if r.Seq != seq {
-		return r, brokenEntry(key, "holds sequence number %d, its key says %d", r.Seq, seq)
+	if len(r.Packets) == 0 || r.Packets[0].Seq != seq {
+		return r, brokenEntry(key, "does not start with packet %d, as its key says", seq)
 	}
-	for q := range numQueues {
-		if uint64(len(r.Queues[q])) != uint64(counts[q]) {
-			return r, brokenEntry(key, "holds %d %s packets, its key says %d", len(r.Queues[q]), queueNames[q], counts[q])
+	for i, pk := range r.Packets {
+		if i > 0 && pk.Seq <= r.Packets[i-1].Seq || pk.Queue >= numQueues || len(pk.Data) == 0 {
+			return r, brokenEntry(key, "packet %d is out of order, in no queue, or empty", i)
 		}
 	}
 	return r, nil
@@ -180,6 +227,54 @@ func decodeRetained(key string, data []byte) (retainedRecord, error) {
 	return r, nil
 }
 
+func decodeShard(key string, data []byte) (shardRecord, error) {
+	var r shardRecord
+	if err := decodeRecord(key, data, &r, &r.Format); err != nil {
+		return r, err
+	}
+	for _, ss := range r.Sessions {
+		if len(ss.ID) == 0 || len(ss.ID) > maxIDLen {
+			return r, brokenEntry(key, "client id of %d bytes", len(ss.ID))
+		}
+		for _, b := range ss.Batches {
+			for q := range numQueues {
+				if !slices.IsSorted(b.Live[q]) {
+					return r, brokenEntry(key, "live packets of %q out of order", ss.ID)
+				}
+			}
+		}
+	}
+	return r, nil
+}
+
+// decodeSegment decodes a journal segment and each of its records. A record that cannot
+// be decoded fails the whole segment: replaying around a hole would reorder a session.
+func decodeSegment(key string, data []byte) ([]journalRecord, error) {
+	var r segmentRecord
+	if err := decodeRecord(key, data, &r, &r.Format); err != nil {
+		return nil, err
+	}
+	out := make([]journalRecord, len(r.Records))
+	for i, raw := range r.Records {
+		if err := decMode.Unmarshal(raw, &out[i]); err != nil {
+			return nil, brokenEntry(key, "record %d: %v", i, err)
+		}
+		rec := &out[i]
+		if rec.Kind < recState || rec.Kind > recRemove || len(rec.ID) == 0 || len(rec.ID) > maxIDLen {
+			return nil, brokenEntry(key, "record %d: kind %d, id of %d bytes", i, rec.Kind, len(rec.ID))
+		}
+		if !slices.IsSorted(rec.Removed) {
+			return nil, brokenEntry(key, "record %d: removed packets out of order", i)
+		}
+		for j, pk := range rec.Packets {
+			if pk.Queue >= numQueues || len(pk.Data) == 0 || pk.Seq > rec.Seq || j > 0 && pk.Seq <= rec.Packets[j-1].Seq {
+				return nil, brokenEntry(key, "record %d: packet %d is out of order, in no queue, or empty", i, j)
+			}
+		}
+	}
+	return out, nil
+}
+
 func encode(v any) ([]byte, error) {
 	b, err := encMode.Marshal(v)
 	if err != nil {
@@ -188,15 +283,18 @@ func encode(v any) ([]byte, error) {
 	return b, nil
 }
 
-func toPacketRecord(p *vlpersistence.PersistedPacket) packetRecord {
-	// The record is encoded before the call returns, so it may share the caller's bytes
-	// (G6 forbids keeping them, not reading them).
-	return packetRecord{ExpireAt: []byte(p.ExpireAt), Data: p.Data}
+// packet returns a fresh copy of the queued packet for the broker, who may keep and
+// modify it (G6).
+func (r *queuedPacket) packet() *vlpersistence.PersistedPacket {
+	return &vlpersistence.PersistedPacket{ExpireAt: string(r.ExpireAt), Data: clone(r.Data)}
 }
 
-func (r packetRecord) packet() *vlpersistence.PersistedPacket {
-	// Decoded records own fresh slices, so the caller may keep and modify them (G6).
-	return &vlpersistence.PersistedPacket{ExpireAt: string(r.ExpireAt), Data: r.Data}
+func (r stateRecord) state() sessionState {
+	st := sessionState{timestamp: string(r.Timestamp), version: r.Version, subs: r.Subscriptions}
+	if x := r.Expiry; x != nil {
+		st.expiry = &vlpersistence.SessionDelays{Since: string(x.Since), ExpireIn: string(x.ExpireIn), Will: x.Will}
+	}
+	return st
 }
 
 func isBroken(err error) bool { return errors.Is(err, vlpersistence.ErrBrokenEntry) }

@@ -9,208 +9,75 @@ import (
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
 
+	"github.com/s3persist/s3persist/batching"
 	"github.com/s3persist/s3persist/s3store"
 )
 
-// entry is the in-memory state of one client id. The session record in the store is the
-// durable copy of the fields marked "record"; batches mirrors the batch objects.
+// sessionState is the state of a session the broker sets. Its slices are never modified
+// in place: a change replaces them, so a copy of the struct is a snapshot.
+type sessionState struct {
+	timestamp string
+	version   byte
+	subs      []byte
+	expiry    *vlpersistence.SessionDelays
+}
+
+func (st sessionState) record() stateRecord {
+	r := stateRecord{Timestamp: []byte(st.timestamp), Version: st.version, Subscriptions: st.subs}
+	if x := st.expiry; x != nil {
+		r.Expiry = &expiryRecord{Since: []byte(x.Since), ExpireIn: []byte(x.ExpireIn), Will: x.Will}
+	}
+	return r
+}
+
+// entry is the in-memory state of one client id: the truth for this process. The
+// journal and the checkpointed objects are its durable copy.
 //
 // Lock order: Persistence.tableMu, then entry.mu. Neither is held during a request or a
-// callback into the broker.
+// callback into the broker; entry.mu may be held while the journal applies backpressure
+// (Add blocks until there is room), which only delays calls for the same id.
 type entry struct {
-	id     []byte // the client id; for a hashed key whose record is unreadable, a stand-in
-	prefix string // client prefix of every object of this id
+	id []byte // the client id; for a hashed key whose record is unreadable, a stand-in
+	hh uint8  // index shard (first byte of SHA-256(id))
 
 	mu sync.Mutex
 	// Guarded by mu:
-	detached bool  // removed from the table: look the id up again
-	exists   bool  // record: the session exists (Exists, Count)
-	broken   error // the record could not be read at New: state unknown, left alone
-
-	incarnation uint64                       // record
-	timestamp   string                       // record
-	version     byte                         // record
-	subs        []byte                       // record
-	expiry      *vlpersistence.SessionDelays // record
-	removed     [numQueues]removalRecord     // record
-	batches     []batchMeta                  // live batch objects, ascending seq
-	inflight    []uint64                     // first numbers of batch uploads in flight
-	pendingDel  []string                     // batch objects to delete (no longer needed)
-	record      serialSync                   // uploads of the session record
+	detached   bool  // removed from the table: look the id up again
+	exists     bool  // the session exists (Exists, Count)
+	broken     error // its durable state could not be read at New: reported, left alone
+	stateDirty bool  // the session record object is older than the state
+	stored     bool  // a session record object exists in the store (Delete removes it)
+	inc        uint64
+	lastRec    uint64 // number of the last journal record of the session: its watermark
+	state      sessionState
+	q          *queues // nil while every queue is empty and no batch object is known
 }
 
-// batchMeta is a batch object as the index knows it: its first number and counts.
-type batchMeta struct {
+// queues are the queued packets of a session, each queue in FIFO (number) order.
+type queues struct {
+	q [numQueues][]*packetRef
+}
+
+func (qs *queues) empty() bool {
+	return qs == nil || len(qs.q[0])+len(qs.q[1])+len(qs.q[2]) == 0
+}
+
+// packetRef is one queued packet. Its payload is pinned in memory from the moment it is
+// stored until a checkpoint has moved it into a batch object (obj); after that it is in
+// the payload cache or read back from its object.
+type packetRef struct {
 	seq    uint64
-	counts [numQueues]uint32
+	queue  uint8
+	size   int32         // payload bytes, for the memory accounting
+	pinned *queuedPacket // the payload while only the journal holds it; then nil
+	obj    *batchObj     // the batch object holding it, once checkpointed
 }
 
-// queueRange returns the numbers [first, first+n) of queue q's packets in the batch.
-func (b batchMeta) queueRange(q int) (first uint64, n uint64) {
-	first = b.seq
-	for i := range q {
-		first += uint64(b.counts[i])
-	}
-	return first, uint64(b.counts[q])
-}
-
-func (b batchMeta) key(prefix string) string { return batchKey(prefix, b.seq, b.counts) }
-
-func (r *removalRecord) has(s uint64) bool {
-	if s < r.Below {
-		return true
-	}
-	_, found := slices.BinarySearch(r.Also, s)
-	return found
-}
-
-// removedIn counts removed numbers in [first, first+n).
-func (r *removalRecord) removedIn(first, n uint64) uint64 {
-	end := first + n
-	k := min(max(r.Below, first), end) - first
-	lo, _ := slices.BinarySearch(r.Also, max(first, r.Below))
-	hi, _ := slices.BinarySearch(r.Also, end)
-	return k + uint64(hi-lo)
-}
-
-func (e *entry) liveIn(b batchMeta, q int) uint64 {
-	first, n := b.queueRange(q)
-	return n - e.removed[q].removedIn(first, n)
-}
-
-func (e *entry) consumed(b batchMeta) bool {
-	for q := range numQueues {
-		if e.liveIn(b, q) > 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// normalize raises queue q's low-water mark to the first number that may still be live
-// (indexed or in flight) and drops the exceptions below it, so the list stays short.
-func (e *entry) normalize(q int, next uint64) {
-	mark := next
-	for _, s := range e.inflight {
-		mark = min(mark, s)
-	}
-	r := &e.removed[q]
-	for _, b := range e.batches {
-		if b.seq >= mark {
-			break
-		}
-		first, n := b.queueRange(q)
-		for s := max(first, r.Below); s < first+n && s < mark; s++ {
-			if !r.has(s) {
-				mark = s
-				break
-			}
-		}
-	}
-	if mark > r.Below {
-		r.Below = mark
-		i, _ := slices.BinarySearch(r.Also, mark)
-		r.Also = slices.Clip(r.Also[i:])
-	}
-}
-
-func (e *entry) reset() {
-	e.incarnation, e.timestamp, e.version, e.subs, e.expiry = 0, "", 0, nil, nil
-	e.removed = [numQueues]removalRecord{}
-	e.broken = nil
-	for _, b := range e.batches {
-		e.pendingDel = append(e.pendingDel, b.key(e.prefix))
-	}
-	e.batches = nil
-}
-
-func (e *entry) state() *vlpersistence.SessionState {
-	if e.broken != nil {
-		return &vlpersistence.SessionState{Errors: []error{e.broken}}
-	}
-	st := &vlpersistence.SessionState{
-		Subscriptions: clone(e.subs),
-		SessionBase:   vlpersistence.SessionBase{Timestamp: e.timestamp, Version: e.version},
-	}
-	if e.expiry != nil {
-		st.Expire = &vlpersistence.SessionDelays{Since: e.expiry.Since, ExpireIn: e.expiry.ExpireIn, Will: clone(e.expiry.Will)}
-	}
-	return st
-}
-
-// recordUpload captures the session record (or its deletion) for serialSync; mu held.
-func (e *entry) recordUpload(p *Persistence) func(context.Context) error {
-	key := e.prefix + sessionKeySuffix
-	if !e.exists {
-		return func(ctx context.Context) error {
-			if err := p.store.Delete(ctx, key); err != nil {
-				return fmt.Errorf("s3persist: delete session %q: %w", e.id, err)
-			}
-			return nil
-		}
-	}
-	rec := sessionRecord{
-		Format:        formatVersion,
-		ID:            e.id,
-		Incarnation:   e.incarnation,
-		Timestamp:     []byte(e.timestamp),
-		Version:       e.version,
-		Subscriptions: e.subs,
-		Removed:       e.removed,
-	}
-	if x := e.expiry; x != nil {
-		rec.Expiry = &expiryRecord{Since: []byte(x.Since), ExpireIn: []byte(x.ExpireIn), Will: x.Will}
-	}
-	data, err := encode(rec) // under mu: the record shares the entry's slices
-	return func(ctx context.Context) error {
-		if err != nil {
-			return err
-		}
-		if _, err := p.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
-			return fmt.Errorf("s3persist: store session %q: %w", e.id, err)
-		}
-		return nil
-	}
-}
-
-// commitRecord makes the record's current version durable; mu held.
-func (e *entry) commitRecord(ctx context.Context, p *Persistence) error {
-	return e.record.await(ctx, &e.mu, e.record.changed(), func() func(context.Context) error { return e.recordUpload(p) })
-}
-
-// deleteBatches deletes batch objects no longer needed; mu not held. Keys that may
-// remain are queued on the entry for the next Flush; whatever is left at a crash is
-// garbage that New deletes.
-func (e *entry) deleteBatches(ctx context.Context, p *Persistence, keys []string) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	if err := p.store.DeleteMany(ctx, keys); err != nil {
-		e.mu.Lock()
-		e.pendingDel = append(e.pendingDel, keys...)
-		e.mu.Unlock()
-		return fmt.Errorf("s3persist: delete packets of %q: %w", e.id, err)
-	}
-	return nil
-}
-
-// flush uploads what is not durable: the record if dirty, and pending deletions.
-func (e *entry) flush(ctx context.Context, p *Persistence) error {
-	e.mu.Lock()
-	var err error
-	if e.record.dirty() || e.record.inFlight != nil {
-		if e.exists && e.broken != nil {
-			e.record.durable = e.record.version // nothing to write for an unreadable record
-		} else {
-			err = e.record.await(ctx, &e.mu, e.record.version, func() func(context.Context) error { return e.recordUpload(p) })
-		}
-	}
-	keys := e.pendingDel
-	e.pendingDel = nil
-	e.mu.Unlock()
-	err = errors.Join(err, e.deleteBatches(ctx, p, keys))
-	p.detachIfGone(e)
-	return err
+// batchObj is a packet batch object of one session; live counts its packets still
+// queued. Guarded by the mu of the entry it belongs to.
+type batchObj struct {
+	seq  uint64 // lowest packet number: the key
+	live int
 }
 
 // lookup returns the entry of id, or nil. With create, a missing entry is added (it does
@@ -228,7 +95,7 @@ func (p *Persistence) lookup(id []byte, create bool) *entry {
 			}
 			p.tableMu.Lock()
 			if e = p.table[k]; e == nil {
-				e = &entry{id: clone(id), prefix: clientPrefix(id)}
+				e = &entry{id: clone(id), hh: uint8(shardOf(id))}
 				p.table[k] = e
 			}
 			p.tableMu.Unlock()
@@ -241,16 +108,47 @@ func (p *Persistence) lookup(id []byte, create bool) *entry {
 	}
 }
 
-// detachIfGone drops the entry of a deleted id once nothing of it is in flight.
-func (p *Persistence) detachIfGone(e *entry) {
+// detach drops the entry of an id that does not exist. e.mu is held by the caller, who
+// must not have tableMu; the lock is released and retaken to keep the lock order.
+func (p *Persistence) detach(e *entry) {
+	e.mu.Unlock()
 	p.tableMu.Lock()
-	defer p.tableMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.exists && !e.detached && !e.record.dirty() && e.record.inFlight == nil && len(e.inflight) == 0 && len(e.pendingDel) == 0 {
+	if !e.exists && !e.detached {
 		e.detached = true
-		delete(p.table, string(e.id))
+		if p.table[string(e.id)] == e {
+			delete(p.table, string(e.id))
+		}
 	}
+	p.tableMu.Unlock()
+}
+
+// appendRecord journals rec for e, which must be locked and attached, and marks its
+// index shard dirty. The change itself is applied by the caller once this returns nil.
+// In Sync mode the caller then waits on the ticket, with no lock held.
+func (p *Persistence) appendRecord(ctx context.Context, e *entry, rec *journalRecord) (batching.Ticket, error) {
+	data, err := encode(rec)
+	if err != nil {
+		return batching.Ticket{}, err
+	}
+	t, err := p.journal.add(ctx, int(e.hh), data, p.cfg.Durability == Sync)
+	if err != nil {
+		return t, fmt.Errorf("s3persist: journal a change of %q: %w", e.id, err)
+	}
+	e.lastRec = rec.Seq
+	p.markDirty(int(e.hh))
+	return t, nil
+}
+
+// await returns once the change behind t is durable, in Sync mode; at once in Async.
+func (p *Persistence) await(ctx context.Context, id []byte, t batching.Ticket) error {
+	if p.cfg.Durability != Sync {
+		return nil
+	}
+	if err := t.Wait(ctx); err != nil {
+		return fmt.Errorf("s3persist: a change of %q is not known to be durable: %w", id, err)
+	}
+	return nil
 }
 
 // sessions is the Sessions handle.
@@ -286,7 +184,8 @@ func (s *sessions) Count() uint64 {
 	return uint64(max(s.p.live.Load(), 0))
 }
 
-// Create creates the session (S1). Durable when it returns nil.
+// Create creates the session (S1). Async: accepted in memory and journaled; Sync:
+// durable when it returns nil. No request in Async mode.
 func (s *sessions) Create(id []byte, base *vlpersistence.SessionBase) error {
 	if s.p.closed.Load() {
 		return vlpersistence.ErrNotOpen
@@ -297,38 +196,50 @@ func (s *sessions) Create(id []byte, base *vlpersistence.SessionBase) error {
 	ctx, cancel := s.p.callContext()
 	defer cancel()
 	e := s.p.lookup(id, true)
-	defer e.mu.Unlock()
 	if e.exists {
+		e.mu.Unlock()
 		return vlpersistence.ErrAlreadyExists
 	}
-	if err := s.p.revive(e); err != nil {
-		return err
-	}
+	var st sessionState
 	if base != nil {
-		e.timestamp, e.version = base.Timestamp, base.Version
+		st.timestamp, st.version = base.Timestamp, base.Version
 	}
-	return e.commitRecord(ctx, s.p)
+	return s.createAndAwait(ctx, e, st)
 }
 
-// revive makes e a new incarnation of its id: a fresh number below which every packet is
-// removed, so nothing of an earlier incarnation can be visited (S4). mu held.
-func (p *Persistence) revive(e *entry) error {
+// createAndAwait creates a new incarnation of e (locked, not existing) with state st,
+// unlocks e, and waits for durability in Sync mode. A failure leaves no session.
+func (s *sessions) createAndAwait(ctx context.Context, e *entry, st sessionState) error {
+	t, err := s.p.create(ctx, e, st)
+	if err != nil {
+		s.p.detach(e)
+		e.mu.Unlock()
+		return err
+	}
+	e.mu.Unlock()
+	return s.p.await(ctx, e.id, t)
+}
+
+// create journals and applies a new incarnation of e with state st (S1, B1). Everything
+// of an earlier incarnation is gone from e already. e is locked.
+func (p *Persistence) create(ctx context.Context, e *entry, st sessionState) (batching.Ticket, error) {
 	inc, err := p.seq.take(1)
 	if err != nil {
-		return err
+		return batching.Ticket{}, err
 	}
-	e.reset()
-	e.incarnation, e.exists = inc, true
-	for q := range numQueues {
-		e.removed[q] = removalRecord{Below: inc}
+	rec := journalRecord{Kind: recState, Seq: inc, ID: e.id, Inc: inc, State: new(st.record())}
+	t, err := p.appendRecord(ctx, e, &rec)
+	if err != nil {
+		return t, err
 	}
+	e.exists, e.broken, e.inc, e.state, e.q, e.stateDirty = true, nil, inc, st, nil, true
 	p.live.Add(1)
-	return nil
+	return t, nil
 }
 
-// Delete removes the session with its state and queues (S4). The session record's
-// deletion is the commit point: durable when it returns nil. Its batch objects are
-// deleted right after; any left by a failure or crash are garbage that New deletes.
+// Delete removes the session with its state and queues (S4). Async: accepted in memory
+// and journaled; Sync: durable when it returns nil. Its objects are deleted by the next
+// checkpoint. No request in Async mode.
 func (s *sessions) Delete(id []byte) error {
 	if s.p.closed.Load() {
 		return vlpersistence.ErrNotOpen
@@ -346,23 +257,60 @@ func (s *sessions) Delete(id []byte) error {
 	}
 	ctx, cancel := s.p.callContext()
 	defer cancel()
-	e.reset()
-	e.exists = false
-	s.p.live.Add(-1)
-	err := e.commitRecord(ctx, s.p)
-	keys := e.pendingDel
-	e.pendingDel = nil
-	e.mu.Unlock()
-	if derr := e.deleteBatches(ctx, s.p, keys); derr != nil {
-		s.p.log.Warn("s3persist: packets of a deleted session left for later", "err", derr)
+	seq, err := s.p.seq.take(1)
+	if err != nil {
+		e.mu.Unlock()
+		return err
 	}
-	s.p.detachIfGone(e)
-	return err
+	rec := journalRecord{Kind: recDelete, Seq: seq, ID: e.id, Inc: e.inc}
+	t, err := s.p.appendRecord(ctx, e, &rec)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	s.p.dropSession(e)
+	s.p.detach(e)
+	e.mu.Unlock()
+	return s.p.await(ctx, id, t)
 }
 
-// update applies fn to the existing session of id and makes the record durable.
-// With create, a missing session is created first (B1).
-func (s *sessions) update(id []byte, create bool, fn func(e *entry)) error {
+// dropSession removes e's session from memory and queues its objects for deletion by
+// the next checkpoint. e is locked.
+func (p *Persistence) dropSession(e *entry) {
+	var garbage []string
+	prefix := clientPrefix(e.id)
+	if e.q != nil {
+		seen := map[*batchObj]bool{}
+		for q := range numQueues {
+			for _, r := range e.q.q[q] {
+				if r.pinned != nil {
+					p.pinned.Add(-int64(r.size))
+				}
+				if r.obj != nil && !seen[r.obj] {
+					seen[r.obj] = true
+					garbage = append(garbage, batchKey(prefix, r.obj.seq))
+				}
+			}
+		}
+	}
+	if e.broken != nil {
+		p.garbageMu.Lock()
+		garbage = append(garbage, p.brokenBatches[e]...)
+		delete(p.brokenBatches, e)
+		p.garbageMu.Unlock()
+	}
+	p.addGarbage(garbage...)
+	if e.stored && e.broken == nil {
+		p.addDeletedRecord(e.id)
+	}
+	e.exists, e.broken, e.q, e.stored, e.stateDirty = false, nil, nil, false, false
+	e.state = sessionState{}
+	p.live.Add(-1)
+}
+
+// update journals and applies fn to the state of the session of id. With create, a
+// missing session is created first (B1).
+func (s *sessions) update(id []byte, create bool, fn func(st *sessionState)) error {
 	if s.p.closed.Load() {
 		return vlpersistence.ErrNotOpen
 	}
@@ -373,76 +321,83 @@ func (s *sessions) update(id []byte, create bool, fn func(e *entry)) error {
 	if e == nil {
 		return vlpersistence.ErrNotFound
 	}
-	defer e.mu.Unlock()
-	if !e.exists {
-		if !create {
-			return vlpersistence.ErrNotFound
-		}
-		if err := s.p.revive(e); err != nil {
-			return err
-		}
-	}
-	if e.broken != nil {
-		return errBroken(e)
-	}
 	ctx, cancel := s.p.callContext()
 	defer cancel()
-	fn(e)
-	return e.commitRecord(ctx, s.p)
+	if !e.exists {
+		if !create {
+			e.mu.Unlock()
+			return vlpersistence.ErrNotFound
+		}
+		var st sessionState
+		fn(&st)
+		return s.createAndAwait(ctx, e, st)
+	}
+	if e.broken != nil {
+		defer e.mu.Unlock()
+		return errBroken(e)
+	}
+	st := e.state
+	fn(&st)
+	seq, err := s.p.seq.take(1)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	rec := journalRecord{Kind: recState, Seq: seq, ID: e.id, Inc: e.inc, State: new(st.record())}
+	t, err := s.p.appendRecord(ctx, e, &rec)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	e.state, e.stateDirty = st, true
+	e.mu.Unlock()
+	return s.p.await(ctx, id, t)
 }
 
 // SubscriptionsStore replaces the subscriptions byte-exact; nil or empty clears them. A
-// missing session is created (B1). Durable when it returns nil.
+// missing session is created (B1). Durability as for Create.
 func (s *sessions) SubscriptionsStore(id []byte, data []byte) error {
-	return s.update(id, true, func(e *entry) {
-		if len(data) == 0 {
-			e.subs = nil
-		} else {
-			e.subs = clone(data)
-		}
-	})
+	return s.update(id, true, func(st *sessionState) { st.subs = nonEmptyClone(data) })
 }
 
-// SubscriptionsDelete clears the subscriptions only (B2). Durable when it returns nil.
+// SubscriptionsDelete clears the subscriptions only (B2). Durability as for Create.
 func (s *sessions) SubscriptionsDelete(id []byte) error {
-	return s.update(id, false, func(e *entry) { e.subs = nil })
+	return s.update(id, false, func(st *sessionState) { st.subs = nil })
 }
 
 // StateStore merges st into the session (T1): subscriptions only if non-empty, expiry
-// only if non-nil, timestamp only if non-empty, version only if non-zero. Durable when
-// it returns nil.
-func (s *sessions) StateStore(id []byte, st *vlpersistence.SessionState) error {
-	if st == nil {
+// only if non-nil, timestamp only if non-empty, version only if non-zero. Durability as
+// for Create.
+func (s *sessions) StateStore(id []byte, in *vlpersistence.SessionState) error {
+	if in == nil {
 		if s.p.closed.Load() {
 			return vlpersistence.ErrNotOpen
 		}
 		return vlpersistence.ErrInvalidArgs
 	}
-	return s.update(id, false, func(e *entry) {
-		if len(st.Subscriptions) > 0 {
-			e.subs = clone(st.Subscriptions)
+	return s.update(id, false, func(st *sessionState) {
+		if len(in.Subscriptions) > 0 {
+			st.subs = clone(in.Subscriptions)
 		}
-		if st.Expire != nil {
-			e.expiry = copyDelays(st.Expire)
+		if in.Expire != nil {
+			st.expiry = copyDelays(in.Expire)
 		}
-		if st.Timestamp != "" {
-			e.timestamp = st.Timestamp
+		if in.Timestamp != "" {
+			st.timestamp = in.Timestamp
 		}
-		if st.Version != 0 {
-			e.version = st.Version
+		if in.Version != 0 {
+			st.version = in.Version
 		}
 	})
 }
 
 // StateDelete clears timestamp, version, subscriptions and expiry; the queues stay (T2).
-// Durable when it returns nil.
+// Durability as for Create.
 func (s *sessions) StateDelete(id []byte) error {
-	return s.update(id, false, func(e *entry) {
-		e.timestamp, e.version, e.subs, e.expiry = "", 0, nil, nil
-	})
+	return s.update(id, false, func(st *sessionState) { *st = sessionState{} })
 }
 
-// ExpiryStore replaces the whole expiry (E1). Durable when it returns nil.
+// ExpiryStore replaces the whole expiry (E1). Durability as for Create.
 func (s *sessions) ExpiryStore(id []byte, d *vlpersistence.SessionDelays) error {
 	if d == nil {
 		if s.p.closed.Load() {
@@ -450,21 +405,28 @@ func (s *sessions) ExpiryStore(id []byte, d *vlpersistence.SessionDelays) error 
 		}
 		return vlpersistence.ErrInvalidArgs
 	}
-	return s.update(id, false, func(e *entry) { e.expiry = copyDelays(d) })
+	return s.update(id, false, func(st *sessionState) { st.expiry = copyDelays(d) })
 }
 
-// ExpiryDelete removes the expiry; nothing else changes (E2). Durable when it returns nil.
+// ExpiryDelete removes the expiry; nothing else changes (E2). Durability as for Create.
 func (s *sessions) ExpiryDelete(id []byte) error {
-	return s.update(id, false, func(e *entry) { e.expiry = nil })
+	return s.update(id, false, func(st *sessionState) { st.expiry = nil })
 }
 
 func copyDelays(d *vlpersistence.SessionDelays) *vlpersistence.SessionDelays {
 	return &vlpersistence.SessionDelays{Since: d.Since, ExpireIn: d.ExpireIn, Will: clone(d.Will)}
 }
 
+func nonEmptyClone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return clone(b)
+}
+
 // LoadForEach calls loader.LoadSession once for every session that existed when it
 // started and still exists at its turn (S5), with no lock held, so the loader may call
-// any method for any id (G5). A session whose record could not be read gets a state
+// any method for any id (G5). A session whose state could not be read gets a state
 // whose Errors says why. No request.
 func (s *sessions) LoadForEach(loader vlpersistence.SessionLoader, ctx interface{}) error {
 	if s.p.closed.Load() {
@@ -488,13 +450,28 @@ func (s *sessions) LoadForEach(loader vlpersistence.SessionLoader, ctx interface
 			e.mu.Unlock()
 			continue
 		}
-		id, st := clone(e.id), e.state()
+		id, st := clone(e.id), e.loadState()
 		e.mu.Unlock()
 		if err := loader.LoadSession(ctx, id, st); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// loadState is the state LoadForEach shows, as fresh copies (G6). e is locked.
+func (e *entry) loadState() *vlpersistence.SessionState {
+	if e.broken != nil {
+		return &vlpersistence.SessionState{Errors: []error{e.broken}}
+	}
+	st := &vlpersistence.SessionState{
+		Subscriptions: clone(e.state.subs),
+		SessionBase:   vlpersistence.SessionBase{Timestamp: e.state.timestamp, Version: e.state.version},
+	}
+	if x := e.state.expiry; x != nil {
+		st.Expire = copyDelays(x)
+	}
+	return st
 }
 
 // PacketCountQoS0 returns the number of queued QoS 0 packets (P5). No request.
@@ -524,21 +501,20 @@ func (s *sessions) count(id []byte, q int) (uint64, error) {
 	if e.broken != nil {
 		return 0, errBroken(e)
 	}
-	n := uint64(0)
-	for _, b := range e.batches {
-		n += e.liveIn(b, q)
+	if e.q == nil {
+		return 0, nil
 	}
-	return n, nil
+	return uint64(len(e.q.q[q])), nil
 }
 
-// PacketStoreQoS0 appends p to the QoS 0 queue (P1) with one object put. Durable when
-// it returns nil.
+// PacketStoreQoS0 appends p to the QoS 0 queue (P1). Async: accepted in memory and
+// journaled, no request; Sync: durable when it returns nil.
 func (s *sessions) PacketStoreQoS0(id []byte, p *vlpersistence.PersistedPacket) error {
 	return s.storeOne(id, queueQoS0, p)
 }
 
-// PacketStoreQoS12 appends p to the QoS 1/2 queue (P1) with one object put. Durable
-// when it returns nil.
+// PacketStoreQoS12 appends p to the QoS 1/2 queue (P1). Durability as for
+// PacketStoreQoS0.
 func (s *sessions) PacketStoreQoS12(id []byte, p *vlpersistence.PersistedPacket) error {
 	return s.storeOne(id, queueQoS12, p)
 }
@@ -552,12 +528,12 @@ func (s *sessions) storeOne(id []byte, q int, p *vlpersistence.PersistedPacket) 
 	}
 	var queues [numQueues][]*vlpersistence.PersistedPacket
 	queues[q] = []*vlpersistence.PersistedPacket{p}
-	return s.storeBatch(id, queues)
+	return s.storePackets(id, queues)
 }
 
-// PacketsStore appends each list to its queue, in slice order, with one object put, so
+// PacketsStore appends each list to its queue, in slice order, as one journal record, so
 // the call is all-or-nothing (P2). Nil elements are skipped; if none remain it returns
-// nil with no request. Durable when it returns nil.
+// nil at once. Durability as for PacketStoreQoS0.
 func (s *sessions) PacketsStore(id []byte, packets vlpersistence.PersistedPackets) error {
 	if s.p.closed.Load() {
 		return vlpersistence.ErrNotOpen
@@ -573,26 +549,20 @@ func (s *sessions) PacketsStore(id []byte, packets vlpersistence.PersistedPacket
 	if !validID(id) {
 		return vlpersistence.ErrInvalidArgs
 	}
-	return s.storeBatch(id, queues)
+	return s.storePackets(id, queues)
 }
 
 func isNil(p *vlpersistence.PersistedPacket) bool { return p == nil }
 
-// storeBatch writes one batch object holding queues and indexes it.
-func (s *sessions) storeBatch(id []byte, queues [numQueues][]*vlpersistence.PersistedPacket) error {
-	rec := batchRecord{Format: formatVersion}
-	var meta batchMeta
-	total := uint64(0)
-	for q := range numQueues {
-		if uint64(len(queues[q])) > 1<<24 {
-			return vlpersistence.ErrInvalidArgs // beyond what a batch may hold (decoder limit)
-		}
-		meta.counts[q] = uint32(len(queues[q]))
-		total += uint64(len(queues[q]))
-		rec.Queues[q] = make([]packetRecord, len(queues[q]))
-		for i, p := range queues[q] {
-			rec.Queues[q][i] = toPacketRecord(p)
-		}
+// maxPacketsPerCall bounds one store call: a journal record holds at most this many
+// packets (the decoders' array limit).
+const maxPacketsPerCall = 1 << 24
+
+// storePackets journals one record holding queues and queues the packets.
+func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.PersistedPacket) error {
+	n := len(queues[0]) + len(queues[1]) + len(queues[2])
+	if n > maxPacketsPerCall {
+		return vlpersistence.ErrInvalidArgs
 	}
 	e := s.p.lookup(id, false)
 	if e == nil {
@@ -606,72 +576,64 @@ func (s *sessions) storeBatch(id []byte, queues [numQueues][]*vlpersistence.Pers
 		defer e.mu.Unlock()
 		return errBroken(e)
 	}
-	first, err := s.p.seq.take(total)
+	ctx, cancel := s.p.callContext()
+	defer cancel()
+	first, err := s.p.seq.take(uint64(n))
 	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	meta.seq, rec.Seq = first, first
-	inc, prefix := e.incarnation, e.prefix
-	e.inflight = append(e.inflight, first)
-	e.mu.Unlock()
-
-	key := meta.key(prefix)
-	data, err := encode(rec)
-	if err == nil {
-		ctx, cancel := s.p.callContext()
-		defer cancel()
-		if _, err = s.p.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
-			err = fmt.Errorf("s3persist: store packets of %q: %w", id, err)
+	// The pinned copies are the record's packets: the record is encoded (copied) before
+	// the call returns, and the copies are what later reads see (G6).
+	pkts := make([]queuedPacket, 0, n)
+	seq := first
+	for q := range numQueues {
+		for _, p := range queues[q] {
+			pkts = append(pkts, queuedPacket{Seq: seq, Queue: uint8(q), ExpireAt: []byte(p.ExpireAt), Data: clone(p.Data)})
+			seq++
 		}
 	}
+	rec := journalRecord{Kind: recPackets, Seq: seq - 1, ID: e.id, Inc: e.inc, Packets: pkts}
+	t, err := s.p.appendRecord(ctx, e, &rec)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	s.p.queuePinned(e, pkts)
+	e.mu.Unlock()
+	return s.p.await(ctx, id, t)
+}
 
-	e.mu.Lock()
-	e.inflight = slices.DeleteFunc(e.inflight, func(s uint64) bool { return s == first })
-	orphan := false
-	if err == nil {
-		if e.exists && e.incarnation == inc && !e.consumed(meta) {
-			i, _ := slices.BinarySearchFunc(e.batches, first, func(b batchMeta, s uint64) int { return cmpU64(b.seq, s) })
-			e.batches = slices.Insert(e.batches, i, meta)
+// queuePinned appends journal-resident packets (ascending numbers) to e's queues. e is
+// locked.
+func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket) {
+	if e.q == nil {
+		e.q = &queues{}
+	}
+	var bytes int64
+	for i := range pkts {
+		pk := &pkts[i]
+		r := &packetRef{seq: pk.Seq, queue: pk.Queue, size: int32(min(packetSize(pk), 1<<31-1)), pinned: pk}
+		q := e.q.q[pk.Queue]
+		if n := len(q); n == 0 || q[n-1].seq < r.seq {
+			e.q.q[pk.Queue] = append(q, r) // the usual case: numbers grow
 		} else {
-			// Deleted, or emptied by PacketsDelete, while the upload ran.
-			orphan = true
-			e.pendingDel = append(e.pendingDel, key)
+			// Only a replay on top of a rebuilt shard gets here: keep number order.
+			at, _ := slices.BinarySearchFunc(q, r.seq, func(x *packetRef, s uint64) int { return cmpU64(x.seq, s) })
+			e.q.q[pk.Queue] = slices.Insert(q, at, r)
 		}
+		bytes += int64(r.size)
 	}
-	e.mu.Unlock()
-	if orphan {
-		s.p.flushDeletes(e)
+	if p.pinned.Add(bytes) >= p.cfg.CheckpointBytes {
+		p.kickCheckpoint()
 	}
-	return err
 }
 
-// flushDeletes deletes e's pending batch objects now; a failure leaves them for Flush.
-func (p *Persistence) flushDeletes(e *entry) {
-	e.mu.Lock()
-	keys := e.pendingDel
-	e.pendingDel = nil
-	e.mu.Unlock()
-	ctx, cancel := p.callContext()
-	defer cancel()
-	if err := e.deleteBatches(ctx, p, keys); err != nil {
-		p.log.Warn("s3persist: packets no longer needed left for later", "err", err)
-	}
-	p.detachIfGone(e)
-}
+// packetSize is what a queued packet costs in memory, roughly.
+func packetSize(pk *queuedPacket) int { return len(pk.Data) + len(pk.ExpireAt) + 48 }
 
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-// PacketsDelete empties the three queues and keeps the session (P6): one multi-object
-// delete of its batches, none if the queues are empty. Durable when it returns nil.
+// PacketsDelete empties the three queues and keeps the session (P6). Durability as for
+// Create; the batch objects are deleted by the next checkpoint.
 func (s *sessions) PacketsDelete(id []byte) error {
 	if s.p.closed.Load() {
 		return vlpersistence.ErrNotOpen
@@ -691,24 +653,70 @@ func (s *sessions) PacketsDelete(id []byte) error {
 		defer e.mu.Unlock()
 		return errBroken(e)
 	}
+	if e.q.empty() {
+		e.mu.Unlock()
+		return nil
+	}
+	var all []uint64
+	for q := range numQueues {
+		for _, r := range e.q.q[q] {
+			all = append(all, r.seq)
+		}
+	}
+	slices.Sort(all)
 	ctx, cancel := s.p.callContext()
 	defer cancel()
-	var keys []string
-	for _, b := range e.batches {
-		keys = append(keys, b.key(e.prefix))
-	}
-	e.batches = nil
-	var err error
-	if len(e.inflight) > 0 {
-		// Uploads racing with this call land below the new marks and delete themselves;
-		// the marks must be durable so that one landing before a crash stays removed.
-		for q := range numQueues {
-			e.removed[q] = removalRecord{Below: s.p.seq.peek()}
-		}
-		err = e.commitRecord(ctx, s.p)
-	}
+	t, err := s.p.removePackets(ctx, e, all)
 	e.mu.Unlock()
-	return errors.Join(err, e.deleteBatches(ctx, s.p, keys))
+	if err != nil {
+		return err
+	}
+	return s.p.await(ctx, id, t)
+}
+
+// removePackets journals and applies the removal of the packets numbered seqs
+// (ascending, all queued in e). e is locked.
+func (p *Persistence) removePackets(ctx context.Context, e *entry, seqs []uint64) (batching.Ticket, error) {
+	seq, err := p.seq.take(1)
+	if err != nil {
+		return batching.Ticket{}, err
+	}
+	rec := journalRecord{Kind: recRemove, Seq: seq, ID: e.id, Inc: e.inc, Removed: seqs}
+	t, err := p.appendRecord(ctx, e, &rec)
+	if err != nil {
+		return t, err
+	}
+	p.applyRemoval(e, seqs)
+	return t, nil
+}
+
+// applyRemoval drops the packets numbered seqs (ascending) from e's queues. A batch
+// object left with no live packet is queued for deletion by the next checkpoint, whose
+// index shard no longer names it. e is locked.
+func (p *Persistence) applyRemoval(e *entry, seqs []uint64) {
+	if e.q == nil || len(seqs) == 0 {
+		return
+	}
+	var garbage []string
+	var unpinned int64
+	for q := range numQueues {
+		e.q.q[q] = slices.DeleteFunc(e.q.q[q], func(r *packetRef) bool {
+			if _, found := slices.BinarySearch(seqs, r.seq); !found {
+				return false
+			}
+			if r.pinned != nil {
+				unpinned += int64(r.size)
+			}
+			if r.obj != nil {
+				if r.obj.live--; r.obj.live == 0 {
+					garbage = append(garbage, batchKey(clientPrefix(e.id), r.obj.seq))
+				}
+			}
+			return true
+		})
+	}
+	p.pinned.Add(-unpinned)
+	p.addGarbage(garbage...)
 }
 
 // PacketsForEachQoS0 visits the QoS 0 queue (P3, P4).
@@ -726,12 +734,19 @@ func (s *sessions) PacketsForEachUnAck(id []byte, ctx interface{}, loader vlpers
 	return s.forEach(id, ctx, queueUnAck, loader)
 }
 
-// forEach visits queue q in FIFO order, reading each batch that holds live packets of q,
-// and calls loader with no lock held (G5). Removals are committed when the visit ends:
-// batches left with no live packet are deleted (one multi-object delete), and a batch
-// left partly live gets its removed packets marked in the session record (one put).
-// An empty queue costs no request. A batch that cannot be decoded is skipped, left in
-// place, and reported in the returned error, after the rest of the queue was visited.
+// refView is what a visit needs of a packetRef, copied under the entry's lock.
+type refView struct {
+	seq    uint64
+	pinned *queuedPacket
+	objSeq uint64 // 0 while pinned
+}
+
+// forEach visits queue q in FIFO order and calls loader with no lock held (G5). A
+// payload comes from memory (pinned, or the cache) or, on a cache miss, from its batch
+// object (one GET, whose other packets then fill the cache). Removals are journaled as
+// one record when the visit ends; no per-client request. An empty queue costs nothing.
+// A batch object that cannot be read or decoded ends the visit with an error; its
+// packets stay queued.
 func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersistence.PacketLoader) error {
 	if s.p.closed.Load() {
 		return vlpersistence.ErrNotOpen
@@ -746,7 +761,7 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 	if e == nil {
 		return nil
 	}
-	if !e.exists {
+	if !e.exists || e.q == nil || len(e.q.q[q]) == 0 {
 		e.mu.Unlock()
 		return nil
 	}
@@ -754,100 +769,112 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 		defer e.mu.Unlock()
 		return errBroken(e)
 	}
-	inc, prefix := e.incarnation, e.prefix
-	marks := removalRecord{Below: e.removed[q].Below, Also: slices.Clone(e.removed[q].Also)}
-	var plan []batchMeta
-	for _, b := range e.batches {
-		if e.liveIn(b, q) > 0 {
-			plan = append(plan, b)
+	inc := e.inc
+	plan := make([]refView, len(e.q.q[q]))
+	for i, r := range e.q.q[q] {
+		plan[i] = refView{seq: r.seq, pinned: r.pinned}
+		if r.obj != nil {
+			plan[i].objSeq = r.obj.seq
 		}
 	}
 	e.mu.Unlock()
-	if len(plan) == 0 {
-		return nil
-	}
 
 	ctx, cancel := s.p.callContext()
 	defer cancel()
 	var (
 		removed []uint64
-		errs    []error
+		readErr error
 	)
-visit:
-	for _, b := range plan {
-		key := b.key(prefix)
-		data, _, err := s.p.store.Get(ctx, key)
-		if errors.Is(err, s3store.ErrNotFound) {
-			continue // deleted meanwhile by a concurrent visit or PacketsDelete
+	for _, v := range plan {
+		pk := v.pinned
+		if pk == nil {
+			var err error
+			if pk, err = s.p.payload(ctx, id, v.seq, v.objSeq); err != nil {
+				readErr = err
+				break
+			}
+		}
+		rm, err := loader(cbCtx, pk.packet())
+		if rm {
+			removed = append(removed, v.seq)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("s3persist: read packets of %q: %w", id, err))
 			break
 		}
-		rec, err := decodeBatch(key, data, b.seq, b.counts)
-		if err != nil {
-			s.p.log.Error("s3persist: skipped a batch of packets that cannot be decoded", "err", err)
-			errs = append(errs, err)
-			continue
-		}
-		first, _ := b.queueRange(q)
-		for i, pr := range rec.Queues[q] {
-			seq := first + uint64(i)
-			if marks.has(seq) {
-				continue
-			}
-			rm, err := loader(cbCtx, pr.packet())
-			if rm {
-				removed = append(removed, seq)
-			}
-			if err != nil {
-				break visit
-			}
-		}
 	}
-	if len(removed) > 0 {
-		if err := s.commitRemovals(ctx, e, inc, q, removed); err != nil {
-			errs = append(errs, err)
-		}
+	if len(removed) == 0 {
+		return readErr
 	}
-	return errors.Join(errs...)
+	e = s.p.lookup(id, false)
+	if e == nil {
+		return readErr // deleted meanwhile: nothing left to remove
+	}
+	if !e.exists || e.inc != inc {
+		e.mu.Unlock()
+		return readErr
+	}
+	// Only packets still queued: a concurrent visit may have removed some (P4).
+	removed = slices.DeleteFunc(removed, func(seq uint64) bool { return !e.q.has(q, seq) })
+	if len(removed) == 0 {
+		e.mu.Unlock()
+		return readErr
+	}
+	t, err := s.p.removePackets(ctx, e, removed)
+	e.mu.Unlock()
+	if err == nil {
+		err = s.p.await(ctx, id, t)
+	}
+	return errors.Join(readErr, err)
 }
 
-// commitRemovals applies the removal of packets (numbers, ascending) of queue q.
-func (s *sessions) commitRemovals(ctx context.Context, e *entry, inc uint64, q int, removed []uint64) error {
-	e.mu.Lock()
-	if !e.exists || e.incarnation != inc {
-		e.mu.Unlock() // deleted meanwhile: nothing left to remove
-		return nil
-	}
-	r := &e.removed[q]
-	for _, seq := range removed {
-		if i, found := slices.BinarySearch(r.Also, seq); !found && seq >= r.Below {
-			r.Also = slices.Insert(r.Also, i, seq)
-		}
-	}
-	var keys []string
-	e.batches = slices.DeleteFunc(e.batches, func(b batchMeta) bool {
-		if e.consumed(b) {
-			keys = append(keys, b.key(e.prefix))
-			return true
-		}
+// has reports whether packet seq is queued in q. qs's entry is locked.
+func (qs *queues) has(q int, seq uint64) bool {
+	if qs == nil {
 		return false
-	})
-	e.normalize(q, s.p.seq.peek())
-	// The record must mark removed packets only where a batch outlives this call; a
-	// drain that consumes whole batches (the broker's usual case) just deletes them.
-	marksNeeded := false
-	for _, b := range e.batches {
-		if first, n := b.queueRange(q); r.removedIn(first, n) > 0 {
-			marksNeeded = true
-			break
+	}
+	_, found := slices.BinarySearchFunc(qs.q[q], seq, func(r *packetRef, s uint64) int { return cmpU64(r.seq, s) })
+	return found
+}
+
+// payload returns checkpointed packet seq of id from the cache or, on a miss, from its
+// batch object, whose packets then fill the cache.
+func (p *Persistence) payload(ctx context.Context, id []byte, seq, objSeq uint64) (*queuedPacket, error) {
+	if pk, ok := p.cache.Get(seq); ok {
+		return pk, nil
+	}
+	key := batchKey(clientPrefix(id), objSeq)
+	data, _, err := p.store.Get(ctx, key)
+	if errors.Is(err, s3store.ErrNotFound) {
+		return nil, fmt.Errorf("s3persist: packets of %q: batch %q is missing: %w", id, key, vlpersistence.ErrBrokenEntry)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("s3persist: read packets of %q: %w", id, err)
+	}
+	rec, err := decodeBatch(key, data, objSeq)
+	if err != nil {
+		p.log.Error("s3persist: a batch of packets cannot be decoded", "err", err)
+		return nil, err
+	}
+	var found *queuedPacket
+	for i := range rec.Packets {
+		pk := &rec.Packets[i]
+		_ = p.cache.Add(pk.Seq, pk, int64(packetSize(pk)))
+		if pk.Seq == seq {
+			found = pk
 		}
 	}
-	var err error
-	if marksNeeded {
-		err = e.commitRecord(ctx, s.p)
+	if found == nil {
+		return nil, fmt.Errorf("s3persist: packets of %q: batch %q lacks packet %d: %w", id, key, seq, vlpersistence.ErrBrokenEntry)
 	}
-	e.mu.Unlock()
-	return errors.Join(err, e.deleteBatches(ctx, s.p, keys))
+	return found, nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

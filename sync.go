@@ -38,8 +38,12 @@ func (s *sequencer) take(n uint64) (uint64, error) {
 	return end - n, nil
 }
 
-// peek returns a number greater than every number taken so far.
-func (s *sequencer) peek() uint64 { return s.next.Load() }
+// epoch returns the boot epoch the numbers belong to.
+func (s *sequencer) epoch() uint64 { return s.limit>>counterBits - 1 }
+
+// first returns the first number of the epoch: every number of an earlier process is
+// below it.
+func (s *sequencer) first() uint64 { return (s.limit>>counterBits - 1) << counterBits }
 
 // serialSync makes the newest version of one object durable with at most one upload in
 // flight. Uploads of one key therefore never overtake each other (a slow PUT can never

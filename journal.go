@@ -1,0 +1,109 @@
+package s3persist
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/s3persist/s3persist/batching"
+	"github.com/s3persist/s3persist/s3store"
+)
+
+// journal writes journal records as segment objects through a write-behind batcher: one
+// stream per batcher key, so the records of one session (always in the stream of its
+// shard) land in order, while streams upload side by side.
+type journal struct {
+	store   s3store.Store
+	epoch   uint64
+	streams int
+	b       *batching.Batcher[int, []byte]
+
+	mu sync.Mutex
+	// segments are the keys of the durable segments no checkpoint has covered yet, in
+	// the order they became durable. Guarded by mu.
+	segments []string
+}
+
+func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string) (*journal, error) {
+	j := &journal{store: store, epoch: epoch, streams: cfg.JournalStreams, segments: segments}
+	b, err := batching.New(batching.Config{
+		BatchBytes:           cfg.BatchBytes,
+		FlushInterval:        cfg.FlushInterval,
+		MaxPendingBytes:      cfg.MaxPendingBytes,
+		MaxConcurrentUploads: cfg.JournalStreams,
+		UploadTimeout:        cfg.CallTimeout,
+	}, j.upload)
+	if err != nil {
+		return nil, fmt.Errorf("s3persist: journal: %w", err)
+	}
+	j.b = b
+	return j, nil
+}
+
+// add appends an encoded record to a stream. Async: the stream of shard hh. Sync
+// (urgent): the first idle stream from there on, else that one, so that concurrent
+// callers start uploads at once instead of queueing behind one another; the batch
+// holding the record starts uploading as soon as its stream is idle (group commit).
+//
+// A session's records may thus land in different streams. Nothing depends on a stream's
+// order: recovery sorts every record by number, and every record is a whole fact (a
+// full state, packets, removals) that needs none of its predecessors to apply.
+func (j *journal) add(ctx context.Context, hh int, rec []byte, urgent bool) (batching.Ticket, error) {
+	stream := hh % j.streams
+	if urgent {
+		for i := range j.streams {
+			if k := (stream + i) % j.streams; j.b.Idle(k) {
+				stream = k
+				break
+			}
+		}
+	}
+	return j.b.Add(ctx, stream, rec, len(rec), urgent)
+}
+
+// upload writes one segment. A retry of the same batch writes the same key, so an upload
+// whose first attempt did land is harmless.
+func (j *journal) upload(ctx context.Context, b batching.Batch[int, []byte]) error {
+	rec := segmentRecord{Format: formatVersion, Records: make([]cbor.RawMessage, len(b.Items))}
+	for i, it := range b.Items {
+		rec.Records[i] = it
+	}
+	data, err := encode(rec)
+	if err != nil {
+		return err
+	}
+	key := segmentKey(b.Key, j.epoch, b.Seq)
+	if _, err := j.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
+		return fmt.Errorf("s3persist: write journal segment: %w", err)
+	}
+	j.mu.Lock()
+	j.segments = append(j.segments, key)
+	j.mu.Unlock()
+	return nil
+}
+
+// durable returns the keys of the durable segments not covered yet.
+func (j *journal) durable() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]string(nil), j.segments...)
+}
+
+// covered forgets segments that a checkpoint covered and deleted.
+func (j *journal) covered(keys []string) {
+	gone := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		gone[k] = true
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	kept := j.segments[:0]
+	for _, k := range j.segments {
+		if !gone[k] {
+			kept = append(kept, k)
+		}
+	}
+	j.segments = kept
+}
