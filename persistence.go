@@ -465,7 +465,13 @@ func (p *Persistence) Shutdown() error {
 		<-stopped
 	}
 	p.bgCancel()
-	err := errors.Join(p.journal.b.Close(ctx), p.retained.flush(ctx))
+	err := p.journal.b.Close(ctx)
+	if err != nil {
+		st := p.journal.b.Stats()
+		err = fmt.Errorf("%d journaled changes (%d bytes) of sessions are not durable and are lost with this process: %w",
+			st.PendingItems, st.PendingBytes, err)
+	}
+	err = errors.Join(err, p.retained.flush(ctx))
 	p.closeOwnedStore()
 	if err != nil {
 		p.log.Error("s3persist: shutdown left changes that are not durable", "err", err)

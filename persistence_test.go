@@ -685,3 +685,93 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		t.Errorf("valid config: %v", err)
 	}
 }
+
+// With the store down, Shutdown gives up at its deadline and says how much is lost.
+func TestShutdownGivesUpAtItsDeadlineAndSaysWhatIsLost(t *testing.T) {
+	f := newFixture(t, Config{ShutdownTimeout: 200 * time.Millisecond})
+	f.mustCreate("a")
+	f.faulty.SetFailing(true)
+	for i := range 3 {
+		f.mustStore("a", fmt.Sprint(i))
+	}
+	err := f.p.Shutdown()
+	if err == nil || !strings.Contains(err.Error(), "not durable") || isSentinel(err) {
+		t.Fatalf("Shutdown with the store down: %v, want an error saying what is not durable", err)
+	}
+	if !strings.Contains(err.Error(), "4 journaled changes") {
+		t.Fatalf("Shutdown: %v, want it to count the 4 changes (a create and 3 stores)", err)
+	}
+}
+
+// An outage in Async mode fails no call; once the store is back, the journal uploads
+// what it kept and nothing is lost.
+func TestAsyncRidesOutAnOutage(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.mustCreate("a")
+	f.flush()
+	f.faulty.SetFailing(true)
+	for i := range 50 {
+		f.mustStore("a", fmt.Sprint(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err := f.p.Flush(ctx)
+	cancel()
+	if err == nil || isSentinel(err) {
+		t.Fatalf("Flush during the outage: %v, want a storage error", err)
+	}
+	f.faulty.SetFailing(false)
+	f.flush()
+	f.crash()
+	if n, _ := f.s.PacketCountQoS12([]byte("a")); n != 50 {
+		t.Fatalf("after the outage and a crash: %d of 50 packets", n)
+	}
+}
+
+// When the journal's pending bound is reached (the store is down), calls wait for room
+// and fail after CallTimeout with a storage error; the bound holds.
+func TestBackpressureBoundsPendingMemory(t *testing.T) {
+	const bound = 1 << 20
+	f := newFixture(t, Config{BatchBytes: 64 << 10, MaxPendingBytes: bound, CallTimeout: 200 * time.Millisecond})
+	f.mustCreate("a")
+	f.flush()
+	f.faulty.SetFailing(true)
+	big := &vlpersistence.PersistedPacket{Data: make([]byte, 100<<10)}
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		err = f.s.PacketStoreQoS12([]byte("a"), big)
+	}
+	if err == nil || isSentinel(err) {
+		t.Fatalf("storing 10 MiB against a store that is down with a 1 MiB bound: %v, want a storage error", err)
+	}
+	if peak := f.p.Stats().Journal.PeakPendingBytes; peak > bound {
+		t.Fatalf("pending bytes peaked at %d, above the bound %d", peak, bound)
+	}
+	f.faulty.SetFailing(false)
+	f.flush()
+}
+
+// Packets beyond the payload cache are read back from their batch objects.
+func TestPacketsBeyondTheCacheAreReadFromTheirObjects(t *testing.T) {
+	f := newFixture(t, Config{CacheBytes: 1000})
+	var want []string
+	for i := range 5 {
+		id := fmt.Sprint("c", i)
+		f.mustCreate(id)
+		for j := range 20 {
+			f.mustStore(id, fmt.Sprint(id, "-", j))
+			if i == 0 {
+				want = append(want, fmt.Sprint(id, "-", j))
+			}
+		}
+	}
+	f.flush()
+	f.checkpoint()
+	f.count.Reset()
+	if got := f.drain("c0", f.s.PacketsForEachQoS12, keepAll); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("queue read through a 1,000-byte cache: %v", got)
+	}
+	st := f.p.Stats().Cache
+	if st.Misses == 0 || f.count.Stats().Gets == 0 || st.Bytes > 1000 {
+		t.Fatalf("cache %+v, %d gets: want misses served by GETs within the budget", st, f.count.Stats().Gets)
+	}
+}
