@@ -443,6 +443,10 @@ func (p *Persistence) replayJournal(ctx context.Context) ([]string, int, uint64,
 
 // replay applies one journal record to the table (before New returns: no locks).
 func (p *Persistence) replay(rec *journalRecord) {
+	// Whatever the record does, its segment will be deleted by the next checkpoint, which
+	// must therefore rewrite the record's shard: a replayed Delete leaves no session
+	// behind to mark it.
+	p.markDirty(shardOf(rec.ID))
 	e := p.table[string(rec.ID)]
 	if e != nil && (rec.Seq <= e.lastRec || e.broken != nil) {
 		return
@@ -487,7 +491,6 @@ func (p *Persistence) replay(rec *journalRecord) {
 	}
 	if e.exists {
 		e.lastRec = rec.Seq
-		p.markDirty(int(e.hh))
 	}
 }
 
