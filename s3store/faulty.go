@@ -19,8 +19,11 @@ type Faulty struct {
 	closer
 	s Store
 
-	mu sync.Mutex
-	// failing is set while every request fails. Guarded by mu.
+	// gate is held shared by every call for as long as it runs in the wrapped store, and
+	// exclusively by SetFailing, so that SetFailing returns only once no call that passed
+	// the switch before it is still running: a test that "crashes" an instance by cutting
+	// its storage knows that nothing of it lands afterwards. failing is guarded by gate.
+	gate    sync.RWMutex
 	failing bool
 }
 
@@ -30,16 +33,18 @@ var _ Store = (*Faulty)(nil)
 // Faulty store does not close s.
 func NewFaulty(s Store) *Faulty { return &Faulty{s: s} }
 
-// SetFailing makes every later request fail (true) or pass (false).
+// SetFailing makes every later request fail (true) or pass (false). It returns once
+// every call that started before it has finished in the wrapped store.
 func (f *Faulty) SetFailing(failing bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.gate.Lock()
+	defer f.gate.Unlock()
 	f.failing = failing
 }
 
-func (f *Faulty) isFailing() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+// enter holds the gate for one call and reports whether the call must fail; the caller
+// runs f.gate.RUnlock when the call is done.
+func (f *Faulty) enter() bool {
+	f.gate.RLock()
 	return f.failing
 }
 
@@ -48,7 +53,8 @@ func (f *Faulty) Put(ctx context.Context, key string, data []byte, opts PutOptio
 	if _, err := f.admitPut(ctx, key, opts); err != nil {
 		return ObjectInfo{}, err
 	}
-	if f.isFailing() {
+	defer f.gate.RUnlock()
+	if f.enter() {
 		return ObjectInfo{}, opError("put", key, ErrInjected)
 	}
 	return f.s.Put(ctx, key, data, opts)
@@ -59,7 +65,8 @@ func (f *Faulty) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error
 	if err := f.admit(ctx, "get", key); err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	if f.isFailing() {
+	defer f.gate.RUnlock()
+	if f.enter() {
 		return nil, ObjectInfo{}, opError("get", key, ErrInjected)
 	}
 	return f.s.Get(ctx, key)
@@ -70,7 +77,8 @@ func (f *Faulty) List(ctx context.Context, prefix, startAfter string, limit int)
 	if err := f.admitList(ctx, prefix); err != nil {
 		return ListPage{}, err
 	}
-	if f.isFailing() {
+	defer f.gate.RUnlock()
+	if f.enter() {
 		return ListPage{}, opError("list", prefix, ErrInjected)
 	}
 	return f.s.List(ctx, prefix, startAfter, limit)
@@ -81,7 +89,8 @@ func (f *Faulty) Delete(ctx context.Context, key string) error {
 	if err := f.admit(ctx, "delete", key); err != nil {
 		return err
 	}
-	if f.isFailing() {
+	defer f.gate.RUnlock()
+	if f.enter() {
 		return opError("delete", key, ErrInjected)
 	}
 	return f.s.Delete(ctx, key)
@@ -93,7 +102,8 @@ func (f *Faulty) DeleteMany(ctx context.Context, keys []string) error {
 	if err != nil {
 		return err
 	}
-	if len(unique) > 0 && f.isFailing() {
+	defer f.gate.RUnlock()
+	if f.enter() && len(unique) > 0 {
 		return &DeleteManyError{Remaining: unique, Total: len(unique), Err: ErrInjected}
 	}
 	return f.s.DeleteMany(ctx, unique)
