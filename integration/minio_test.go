@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,16 +78,27 @@ func TestStoreConformanceOnMinioWithPrefixAndCounting(t *testing.T) {
 
 // cuttableTransport is an HTTP transport that can be cut: once cut, every request fails
 // before it leaves the process, as if the network were gone. It sits under minio-go, so
-// the real client path (signing, retries, error mapping) meets the failure.
+// the real client path (signing, retries, error mapping) meets the failure. Cutting waits
+// for the requests in flight (the server has answered them), so that nothing of a
+// "crashed" instance lands after the next one started.
 type cuttableTransport struct {
 	base *http.Transport
-	cut  atomic.Bool
+	gate sync.RWMutex // held shared by each round trip, exclusively by setCut
+	cut  bool         // guarded by gate
 }
 
 var errCut = errors.New("cuttableTransport: connection cut by the test")
 
+func (c *cuttableTransport) setCut() {
+	c.gate.Lock()
+	c.cut = true
+	c.gate.Unlock()
+}
+
 func (c *cuttableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if c.cut.Load() {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	if c.cut {
 		if r.Body != nil {
 			_ = r.Body.Close()
 		}
@@ -139,12 +149,12 @@ func minioBackend(mode s3persist.Durability) persistencetest.Backend {
 			}
 			return open(t, get(old).tgt)
 		},
-		Break: func(t testing.TB, inst vlpersistence.IFace) { get(inst).tr.cut.Store(true) },
+		Break: func(t testing.TB, inst vlpersistence.IFace) { get(inst).tr.setCut() },
 	}
 	if mode == s3persist.Sync { // only there does a nil return promise survival (G3)
 		b.Crash = func(t testing.TB, old vlpersistence.IFace) vlpersistence.IFace {
 			o := get(old)
-			o.tr.cut.Store(true)
+			o.tr.setCut()
 			return open(t, o.tgt)
 		}
 	}
