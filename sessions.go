@@ -123,6 +123,25 @@ func (p *Persistence) detach(e *entry) {
 	p.tableMu.Unlock()
 }
 
+// existing returns the entry of the existing session of id, locked, or the bare
+// ErrNotFound. With usable, a session whose state could not be read is an error too.
+func (p *Persistence) existing(id []byte, usable bool) (*entry, error) {
+	e := p.lookup(id, false)
+	if e == nil {
+		return nil, vlpersistence.ErrNotFound
+	}
+	switch {
+	case !e.exists:
+		e.mu.Unlock()
+		return nil, vlpersistence.ErrNotFound
+	case usable && e.broken != nil:
+		err := errBroken(e)
+		e.mu.Unlock()
+		return nil, err
+	}
+	return e, nil
+}
+
 // appendRecord journals rec for e, which must be locked and attached, and marks its
 // index shard dirty. The change itself is applied by the caller once this returns nil.
 // In Sync mode the caller then waits on the ticket, with no lock held.
@@ -247,13 +266,9 @@ func (s *sessions) Delete(id []byte) error {
 	if !validID(id) {
 		return vlpersistence.ErrInvalidArgs
 	}
-	e := s.p.lookup(id, false)
-	if e == nil {
-		return vlpersistence.ErrNotFound
-	}
-	if !e.exists {
-		e.mu.Unlock()
-		return vlpersistence.ErrNotFound
+	e, err := s.p.existing(id, false)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := s.p.callContext()
 	defer cancel()
@@ -490,17 +505,11 @@ func (s *sessions) count(id []byte, q int) (uint64, error) {
 	if !validID(id) {
 		return 0, vlpersistence.ErrNotFound
 	}
-	e := s.p.lookup(id, false)
-	if e == nil {
-		return 0, vlpersistence.ErrNotFound
+	e, err := s.p.existing(id, true)
+	if err != nil {
+		return 0, err
 	}
 	defer e.mu.Unlock()
-	if !e.exists {
-		return 0, vlpersistence.ErrNotFound
-	}
-	if e.broken != nil {
-		return 0, errBroken(e)
-	}
 	if e.q == nil {
 		return 0, nil
 	}
@@ -564,17 +573,9 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 	if n > maxPacketsPerCall {
 		return vlpersistence.ErrInvalidArgs
 	}
-	e := s.p.lookup(id, false)
-	if e == nil {
-		return vlpersistence.ErrNotFound
-	}
-	if !e.exists {
-		e.mu.Unlock()
-		return vlpersistence.ErrNotFound
-	}
-	if e.broken != nil {
-		defer e.mu.Unlock()
-		return errBroken(e)
+	e, err := s.p.existing(id, true)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := s.p.callContext()
 	defer cancel()
@@ -641,17 +642,9 @@ func (s *sessions) PacketsDelete(id []byte) error {
 	if !validID(id) {
 		return vlpersistence.ErrInvalidArgs
 	}
-	e := s.p.lookup(id, false)
-	if e == nil {
-		return vlpersistence.ErrNotFound
-	}
-	if !e.exists {
-		e.mu.Unlock()
-		return vlpersistence.ErrNotFound
-	}
-	if e.broken != nil {
-		defer e.mu.Unlock()
-		return errBroken(e)
+	e, err := s.p.existing(id, true)
+	if err != nil {
+		return err
 	}
 	if e.q.empty() {
 		e.mu.Unlock()
