@@ -4,43 +4,17 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/s3persist/s3persist/s3store"
 	"github.com/s3persist/s3persist/s3store/storetest"
 )
 
-// checkGoroutines fails t if, once every cleanup registered after it has run, more
-// goroutines are left than when it was called: minio-go's GetObject and ListObjects
-// start goroutines that leak unless every object and listing is read or cancelled.
-// Goroutines of closed connections exit asynchronously, so it polls before it reports.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines before the test, %d after:\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
-
 // The conformance suite on stores that are each closed when their case ends leaves no
 // goroutine behind.
 func TestMinioStoreLeaksNoGoroutines(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	t.Run("suite", func(t *testing.T) {
 		storetest.Run(t, newMinioStore, minioSkip, storetest.PrefixLen(srv.TargetPrefixLen()))
 	})

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,35 +19,13 @@ import (
 	"time"
 
 	"github.com/s3persist/s3persist/s3store"
+	"github.com/s3persist/s3persist/s3store/storetest"
 )
 
 const (
 	testAccessKey = "AKID-must-not-leak"
 	testSecretKey = "secret-must-not-leak"
 )
-
-// checkGoroutines fails t if, once every cleanup registered after it has run, more
-// goroutines are left than when it was called. Goroutines of closed connections exit
-// asynchronously, so it polls for a while before it reports.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines before the test, %d after:\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
 
 func noCredentials(t *testing.T, err error) {
 	t.Helper()
@@ -137,7 +114,7 @@ func closedPort(t *testing.T) string {
 }
 
 func TestNewMinioFailsFastOnUnreachableEndpoint(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	cfg := s3store.MinioConfig{Endpoint: closedPort(t), Bucket: "bucket", AccessKey: testAccessKey, SecretKey: testSecretKey}
 
 	// Retries run out before the deadline: the error is the connection's.
@@ -163,7 +140,7 @@ func TestNewMinioFailsFastOnUnreachableEndpoint(t *testing.T) {
 // TestNewMinioGivesUpOnSilentServer checks that a server that accepts connections and
 // never answers costs RequestTimeout, not minio-go's minutes of retries.
 func TestNewMinioGivesUpOnSilentServer(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +219,7 @@ func bucketOK(r *http.Request) bool {
 }
 
 func TestNewMinioMapsBucketCheckFailures(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	for _, c := range []struct {
 		name   string
 		status int
@@ -275,7 +252,7 @@ func TestNewMinioMapsBucketCheckFailures(t *testing.T) {
 }
 
 func TestNewMinioCreatesMissingBucketThroughTransport(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	var created atomic.Bool
 	f := newFakeS3(t, func(r *http.Request) (int, http.Header, string) {
 		switch {
@@ -316,7 +293,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // TestMinioRetriesOnlyWhatIsSafeToRepeat checks that a put that may have succeeded is
 // never repeated when repeating could turn success into ErrPreconditionFailed.
 func TestMinioRetriesOnlyWhatIsSafeToRepeat(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	var puts atomic.Int64
 	f := newFakeS3(t, func(r *http.Request) (int, http.Header, string) {
 		if bucketOK(r) {
@@ -352,7 +329,7 @@ func TestMinioRetriesOnlyWhatIsSafeToRepeat(t *testing.T) {
 }
 
 func TestMinioMapsConditionalConflictToPreconditionFailed(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	f := newFakeS3(t, func(r *http.Request) (int, http.Header, string) {
 		if bucketOK(r) {
 			return 200, nil, ""
@@ -374,7 +351,7 @@ func TestMinioMapsConditionalConflictToPreconditionFailed(t *testing.T) {
 }
 
 func TestMinioGetFailsOnTruncatedBody(t *testing.T) {
-	checkGoroutines(t)
+	storetest.CheckGoroutines(t)
 	f := newFakeS3(t, func(r *http.Request) (int, http.Header, string) {
 		if bucketOK(r) {
 			return 200, nil, ""
