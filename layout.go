@@ -100,6 +100,8 @@ const LayoutVersion = "s3persist-layout-2"
 const (
 	keySystem        = "system"
 	keyRetained      = "retained"
+	keyOwner         = "owner"
+	probeRoot        = "probe/"
 	clientsRoot      = "c/"
 	journalRoot      = "j/"
 	indexRoot        = "i/"
