@@ -15,7 +15,8 @@ package s3persist
 //   - The owner renews its lease in the background with an if-match put. Its writes
 //     (the fencingStore below) are allowed only until the end of its lease, counted from
 //     the moment its last successful renewal was sent, and each write's context ends
-//     there: an owner that cannot renew stops writing before a waiter may take over.
+//     there: an owner that cannot renew stops writing before a waiter may take over;
+//     its writes wait for the next successful renewal instead.
 //   - A renewal that fails its condition means another instance took over, unless the
 //     object still names this instance (an earlier renewal that landed although its
 //     response was lost): then the renewal is adopted, not mistaken for a lost race.
@@ -55,9 +56,10 @@ import (
 // stop it (see Persistence.Fenced).
 var ErrFenced = errors.New("s3persist: fenced: another instance took over the bucket prefix")
 
-// ErrLeaseExpired is returned (wrapped) by writes while the instance could not renew its
-// ownership in time (the store is unreachable, say). It is temporary: writes resume when
-// a renewal succeeds, unless another instance took over meanwhile (then ErrFenced).
+// ErrLeaseExpired is returned (wrapped) by a write whose deadline passed while the
+// instance could not renew its ownership (the store is unreachable, say): writes wait for
+// a renewal until then. It is temporary: writes resume when a renewal succeeds, unless
+// another instance took over meanwhile (then ErrFenced).
 var ErrLeaseExpired = errors.New("s3persist: ownership lease expired; writes wait for a renewal")
 
 // ErrNoConditionalWrites is returned by New when the store ignores the conditions of a
@@ -86,6 +88,7 @@ type lease struct {
 	rec      ownerRecord // as last written by this instance
 	etag     string
 	deadline time.Time // writes must end by then
+	renewed  chan struct{} // closed (and replaced) whenever the lease is extended
 	fencedBy string    // set once fenced: what was found
 	fenced   chan struct{}
 	sealed   func() []string // the journal segments of earlier epochs still needed
@@ -98,7 +101,7 @@ func newLease(store s3store.Store, ttl time.Duration, log *slog.Logger) (*lease,
 	}
 	host, _ := os.Hostname()
 	return &lease{store: store, instance: hex.EncodeToString(b[:]), host: host, ttl: ttl, log: log,
-		renewSlot: make(chan struct{}, 1), fenced: make(chan struct{})}, nil
+		renewSlot: make(chan struct{}, 1), fenced: make(chan struct{}), renewed: make(chan struct{})}, nil
 }
 
 // checkConditionalWrites fails with ErrNoConditionalWrites unless the store refuses a
@@ -215,6 +218,8 @@ func (l *lease) put(ctx context.Context, base ownerRecord, opts s3store.PutOptio
 	}
 	l.mu.Lock()
 	l.rec, l.etag, l.deadline = rec, info.ETag, sent.Add(l.ttl)
+	close(l.renewed)
+	l.renewed = make(chan struct{})
 	l.mu.Unlock()
 	return nil
 }
@@ -295,17 +300,26 @@ func (l *lease) fencedErr() error {
 	return nil
 }
 
-// writable returns the deadline by which a write must end, or why none may start.
-func (l *lease) writable() (time.Time, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case l.fencedBy != "":
-		return time.Time{}, fmt.Errorf("%w (%s)", ErrFenced, l.fencedBy)
-	case !time.Now().Before(l.deadline):
-		return time.Time{}, fmt.Errorf("%w (it ended %v ago)", ErrLeaseExpired, time.Since(l.deadline).Round(time.Millisecond))
+// writable returns the deadline by which a write must end. While the lease is expired it
+// waits for a renewal, until ctx ends (ErrLeaseExpired); once fenced it returns ErrFenced.
+func (l *lease) writable(ctx context.Context) (time.Time, error) {
+	for {
+		l.mu.Lock()
+		fencedBy, deadline, renewed := l.fencedBy, l.deadline, l.renewed
+		l.mu.Unlock()
+		switch {
+		case fencedBy != "":
+			return time.Time{}, fmt.Errorf("%w (%s)", ErrFenced, fencedBy)
+		case time.Now().Before(deadline):
+			return deadline, nil
+		}
+		select {
+		case <-renewed:
+		case <-l.fenced:
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("%w (it ended %v ago): %w", ErrLeaseExpired, time.Since(deadline).Round(time.Millisecond), ctx.Err())
+		}
 	}
-	return l.deadline, nil
 }
 
 // run renews the lease every third of its length; after a failed
@@ -324,7 +338,9 @@ func (l *lease) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, every)
+		// A renewal that takes longer than the lease extends nothing: it would end
+		// after the lease it sets.
+		rctx, cancel := context.WithTimeout(ctx, l.ttl)
 		err := l.renew(rctx)
 		cancel()
 		switch {
@@ -360,7 +376,7 @@ type fencingStore struct {
 }
 
 func (f *fencingStore) admit(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	deadline, err := f.l.writable()
+	deadline, err := f.l.writable(ctx)
 	if err != nil {
 		return ctx, func() {}, err
 	}

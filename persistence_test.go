@@ -676,6 +676,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{Config{Store: mem, CallTimeout: -1}, "CallTimeout"},
 		{Config{Store: mem, LoadConcurrency: -1}, "LoadConcurrency"},
 		{Config{Store: mem, ShutdownTimeout: -1}, "ShutdownTimeout"},
+		{Config{Store: mem, LeaseTTL: time.Millisecond}, "LeaseTTL"},
 		{Config{Store: mem, Durability: 7}, "Durability"},
 		{Config{Store: mem, FlushInterval: -1}, "FlushInterval"},
 		{Config{Store: mem, BatchBytes: -1}, "BatchBytes"},

@@ -192,7 +192,7 @@ func waitsForRelease(t *testing.T, nb NewBucket) {
 
 func takeoverAfterLease(t *testing.T, nb NewBucket) {
 	bucket := nb(t)
-	const ttl = time.Second
+	const ttl = 2 * time.Second
 	faulty := s3store.NewFaulty(bucket)
 	a := open(t, faulty, s3persist.Config{LeaseTTL: ttl, Durability: s3persist.Sync})
 	sa := sessions(t, a)
@@ -280,16 +280,16 @@ func forceTakeoverFencesLiveOwner(t *testing.T, nb NewBucket) {
 	for stores.Load() < 100 {
 		time.Sleep(5 * time.Millisecond)
 	}
+	atTakeover := stores.Load()
 	b := open(t, bucket, s3persist.Config{LeaseTTL: ttl, ForceTakeover: true})
 	sb := sessions(t, b)
 	if err := store(sb, "y", "b-1"); err != nil {
 		t.Fatalf("store by the new owner: %v", err)
 	}
-	atTakeover := stores.Load()
 	waitFenced(t, a, 2*ttl)
 	close(stop)
 	wg.Wait()
-	t.Logf("the old owner accepted %d stores after the takeover, before it found out", stores.Load()-atTakeover)
+	t.Logf("the old owner accepted %d stores from the start of the takeover until it found out", stores.Load()-atTakeover)
 	if err := a.Flush(context.Background()); !errors.Is(err, s3persist.ErrFenced) {
 		t.Fatalf("Flush of the fenced owner: %v, want ErrFenced", err)
 	}
@@ -423,7 +423,7 @@ func Takeovers() int {
 // that keeps writing; every round checks that what was flushed before it is all there.
 func repeatedTakeovers(t *testing.T, nb NewBucket) {
 	bucket := nb(t)
-	const ttl = 500 * time.Millisecond
+	const ttl = time.Second
 	want := state{}
 	faulty := s3store.NewFaulty(bucket)
 	cur := open(t, faulty, s3persist.Config{LeaseTTL: ttl})
