@@ -434,7 +434,7 @@ func classify(err error) error {
 	case minio.NoSuchBucket:
 		return ErrNoSuchBucket
 	case minio.AccessDenied, "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-		"InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem":
+		"InvalidToken", "InvalidTokenId", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem":
 		return ErrAccessDenied
 	case minio.PreconditionFailed, "ConditionalRequestConflict":
 		// AWS answers 409 ConditionalRequestConflict to a conditional write that races
@@ -497,6 +497,10 @@ func (m *Minio) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error)
 	// minio-go sends the key of SSE-C only; SSE-S3 and SSE-KMS need nothing on a read.
 	body, info, _, err := m.core.GetObject(rctx, m.bucket, key, minio.GetObjectOptions{ServerSideEncryption: m.sse})
 	if err != nil {
+		if m.sse != nil && m.sse.Type() == encrypt.SSEC && classify(err) == ErrAccessDenied {
+			// S3 and MinIO refuse a wrong customer key as they refuse wrong credentials.
+			return nil, ObjectInfo{}, opError("get", key, fmt.Errorf("%w (or the object was written with another SSE-C key): %w", ErrAccessDenied, err))
+		}
 		return nil, ObjectInfo{}, m.fail(rctx, "get", key, err)
 	}
 	defer body.Close()
