@@ -345,7 +345,12 @@ func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	}
 	store := cfg.Store
 	if store == nil {
-		m, err := s3store.NewMinio(ctx, cfg.S3)
+		s3cfg := cfg.S3
+		if s3cfg.CheckPrefix == "" {
+			// The bucket check then needs only what a policy scoped to Prefix allows.
+			s3cfg.CheckPrefix = cfg.Prefix
+		}
+		m, err := s3store.NewMinio(ctx, s3cfg)
 		if err != nil {
 			return nil, fmt.Errorf("s3persist: open bucket: %w", err)
 		}

@@ -74,6 +74,12 @@ type MinioConfig struct {
 	// CreateBucket creates Bucket when it does not exist. Default false: a missing
 	// bucket fails NewMinio with ErrNoSuchBucket.
 	CreateBucket bool
+	// CheckPrefix makes the bucket check of NewMinio a listing of at most one key under
+	// this prefix (s3:ListBucket with that s3:prefix) instead of a HeadBucket request,
+	// which IAM allows only with s3:ListBucket on the whole bucket. So credentials whose
+	// policy scopes listings to a prefix pass the check. s3persist.New sets it to
+	// Config.Prefix. Empty, or a valid key prefix ending in "/". Default "": HeadBucket.
+	CheckPrefix string
 	// ContentType is the Content-Type of every object Put stores. Default
 	// "application/octet-stream".
 	ContentType string
@@ -144,6 +150,8 @@ func (c MinioConfig) Validate() error {
 		return bad("AccessKey is set but SecretKey is empty")
 	case c.SSE != nil && c.SSE.Type() == encrypt.SSEC && !c.Secure:
 		return bad("SSE is SSE-C but Secure is false: S3 accepts a customer key only over HTTPS")
+	case c.CheckPrefix != "" && (!strings.HasSuffix(c.CheckPrefix, "/") || ValidateKey(c.CheckPrefix+"x") != nil):
+		return bad("CheckPrefix %q must be empty or a valid key prefix ending in \"/\"", c.CheckPrefix)
 	case c.RootCAs != nil && !c.Secure:
 		return bad("RootCAs is set but Secure is false")
 	case c.RootCAs != nil && c.Transport != nil:
@@ -193,9 +201,9 @@ func (c MinioConfig) String() string {
 	if c.SSE != nil {
 		sse = string(c.SSE.Type()) // never the key, nor the KMS key id and context
 	}
-	return fmt.Sprintf("MinioConfig{Endpoint:%q Secure:%t Region:%q Bucket:%q AccessKey:%s SecretKey:%s SessionToken:%s CreateBucket:%t ContentType:%q SSE:%s Transport:%T RootCAs:%t MaxIdleConns:%d RequestTimeout:%v MaxRetries:%d}",
+	return fmt.Sprintf("MinioConfig{Endpoint:%q Secure:%t Region:%q Bucket:%q AccessKey:%s SecretKey:%s SessionToken:%s CreateBucket:%t CheckPrefix:%q ContentType:%q SSE:%s Transport:%T RootCAs:%t MaxIdleConns:%d RequestTimeout:%v MaxRetries:%d}",
 		c.Endpoint, c.Secure, c.Region, c.Bucket, redact(c.AccessKey), redact(c.SecretKey), redact(c.SessionToken),
-		c.CreateBucket, c.ContentType, sse, c.Transport, c.RootCAs != nil, c.MaxIdleConns, c.RequestTimeout, c.MaxRetries)
+		c.CreateBucket, c.CheckPrefix, c.ContentType, sse, c.Transport, c.RootCAs != nil, c.MaxIdleConns, c.RequestTimeout, c.MaxRetries)
 }
 
 // GoString is String, so that %#v redacts too.
@@ -336,7 +344,7 @@ func (m *Minio) openBucket(ctx context.Context, cfg MinioConfig, newCore func(ht
 		}
 		return fmt.Errorf("%s: %w: %w", where, ErrUnreachable, err)
 	}
-	exists, err := probe.BucketExists(rctx, cfg.Bucket)
+	exists, err := bucketExists(rctx, probe, cfg)
 	switch {
 	case err != nil:
 		return fail(err)
@@ -350,6 +358,28 @@ func (m *Minio) openBucket(ctx context.Context, cfg MinioConfig, newCore func(ht
 		return fail(err)
 	}
 	return nil
+}
+
+// bucketExists checks the bucket and the credentials with one request: HeadBucket, or
+// a listing of one key under cfg.CheckPrefix.
+func bucketExists(ctx context.Context, probe *minio.Core, cfg MinioConfig) (bool, error) {
+	if cfg.CheckPrefix == "" {
+		return probe.BucketExists(ctx, cfg.Bucket)
+	}
+	opts := minio.ListObjectsOptions{Prefix: cfg.CheckPrefix, Recursive: true, MaxKeys: 1, FetchOwner: new(false)}
+	for obj := range probe.ListObjectsIter(ctx, cfg.Bucket, opts) {
+		if obj.Err != nil {
+			if classify(obj.Err) == ErrNoSuchBucket {
+				return false, nil
+			}
+			return false, obj.Err
+		}
+		break // one key is enough: no second request
+	}
+	if err := ctx.Err(); err != nil { // the iterator ends silently when ctx does
+		return false, err
+	}
+	return true, nil
 }
 
 // tlsHint says what to do about an error that is a failed verification of the
