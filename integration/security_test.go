@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -219,15 +220,21 @@ func TestSecurityOnMinio(t *testing.T) {
 		cfg := secureConfig(sec, tgt.Bucket)
 		cfg.SessionToken = sessionToken // sent, and refused by the server, but it must not show
 		cfg.RootCAs = nil
+		start := time.Now()
 		_, err := s3store.NewMinio(ctx, cfg)
+		t.Logf("took %v", time.Since(start))
 		if leaks.err(err); !errors.Is(err, s3store.ErrUnreachable) || !strings.Contains(err.Error(), "unknown authority") ||
 			!strings.Contains(err.Error(), "set RootCAs") {
 			t.Fatalf("NewMinio without the CA: %v, want ErrUnreachable naming the unknown authority and RootCAs", err)
 		}
+		t.Logf("without the CA: %v", err)
 		cfg.Secure = false
 		_, err = s3store.NewMinio(ctx, cfg)
 		if leaks.err(err) == nil {
 			t.Fatal("NewMinio over plain HTTP to an HTTPS server succeeded")
+		}
+		if !strings.Contains(err.Error(), "set Secure") {
+			t.Fatalf("plain HTTP to the HTTPS server: %v, want an error that names Secure", err)
 		}
 		if err := leaks.err(exercise(ctx, secureConfig(sec, tgt.Bucket), tgt.Prefix, leaks.logger())); err != nil {
 			t.Fatalf("with the CA: %v", err)
@@ -385,20 +392,35 @@ func TestSecurityOnMinio(t *testing.T) {
 		t.Logf("%d error texts searched", leaks.checked)
 	})
 
-	t.Run("store conformance with SSE-C over TLS", func(t *testing.T) {
-		storetest.Run(t, func(t *testing.T) s3store.Store {
-			tgt := sec.NewTarget(t)
-			cfg := secureConfig(sec, tgt.Bucket)
-			cfg.SSE = ssec
-			m, err := s3store.NewMinio(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = m.Close() })
-			return m
-		}, minioSkip)
-	})
+	// The store's conformance suite, once per kind of encryption: about a minute each,
+	// so only on request.
+	if os.Getenv(EnvSSEConformance) == "" {
+		t.Logf("set %s=1 to run the store conformance suite with each kind of encryption", EnvSSEConformance)
+		return
+	}
+	for _, c := range []struct {
+		name string
+		sse  encrypt.ServerSide
+	}{{"SSE-S3", encrypt.NewSSE()}, {"SSE-KMS", kms}, {"SSE-C", ssec}} {
+		t.Run("store conformance with "+c.name+" over TLS", func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) s3store.Store {
+				tgt := sec.NewTarget(t)
+				cfg := secureConfig(sec, tgt.Bucket)
+				cfg.SSE = c.sse
+				m, err := s3store.NewMinio(ctx, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = m.Close() })
+				return m
+			}, minioSkip)
+		})
+	}
 }
+
+// EnvSSEConformance, set to 1, makes TestSecurityOnMinio run the store conformance
+// suite with each kind of server-side encryption.
+const EnvSSEConformance = "S3PERSIST_SSE_CONFORMANCE"
 
 // secureConfigTLS is the client TLS configuration for s.
 func secureConfigTLS(s *miniotest.Server) *tls.Config {

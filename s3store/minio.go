@@ -336,6 +336,12 @@ func (m *Minio) openBucket(ctx context.Context, cfg MinioConfig, newCore func(ht
 		if hint := tlsHint(err, last); hint != "" {
 			where += " (" + hint + ")"
 		}
+		if resp := minio.ToErrorResponse(err); !cfg.Secure && resp.StatusCode == http.StatusBadRequest &&
+			(resp.Code == "" || strings.HasPrefix(resp.Code, "400")) {
+			// An HTTPS server answers a plain HTTP request with a bare 400, whose status
+			// line minio-go takes as the code.
+			where += " (a bare 400 answer: if the endpoint serves HTTPS, set Secure)"
+		}
 		if responded {
 			return fmt.Errorf("%s: %w", where, err)
 		}

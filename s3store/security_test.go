@@ -262,3 +262,56 @@ func TestMinioSendsServerSideEncryptionHeaders(t *testing.T) {
 		})
 	}
 }
+
+// With CheckPrefix, the bucket check is one listing of at most one key under it, which a
+// policy scoped to the prefix allows, and its refusals map like those of HeadBucket.
+func TestNewMinioChecksTheBucketByListingCheckPrefix(t *testing.T) {
+	storetest.CheckGoroutines(t)
+	for _, c := range []struct {
+		name   string
+		status int
+		code   string
+		want   error
+	}{
+		{"ok", 200, "", nil},
+		{"wrong_access_key", 403, "InvalidAccessKeyId", s3store.ErrAccessDenied},
+		{"forbidden", 403, "AccessDenied", s3store.ErrAccessDenied},
+		{"missing_bucket", 404, "NoSuchBucket", s3store.ErrNoSuchBucket},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var query []string
+			var mu sync.Mutex
+			f := newFakeS3(t, func(r *http.Request) (int, http.Header, string) {
+				mu.Lock()
+				query = append(query, r.Method+" "+r.URL.Path+"?"+r.URL.Query().Get("list-type")+
+					" prefix="+r.URL.Query().Get("prefix")+" max-keys="+r.URL.Query().Get("max-keys"))
+				mu.Unlock()
+				if c.status != 200 {
+					return s3Error(c.status, c.code)
+				}
+				return 200, http.Header{"Content-Type": {"application/xml"}},
+					`<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>bucket</Name><Prefix>broker/</Prefix><KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>`
+			})
+			cfg := f.config()
+			cfg.CheckPrefix = "broker/"
+			s, err := s3store.NewMinio(t.Context(), cfg)
+			if s != nil {
+				defer s.Close()
+			}
+			if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
+				t.Fatalf("NewMinio error = %v, want %v", err, c.want)
+			}
+			if err != nil {
+				noSecret(t, "the error", err.Error())
+			}
+			want := []string{"GET /bucket/?2 prefix=broker/ max-keys=1"}
+			if fmt.Sprint(query) != fmt.Sprint(want) {
+				t.Fatalf("requests %q, want %q", query, want)
+			}
+		})
+	}
+	bad := s3store.MinioConfig{Endpoint: "127.0.0.1:9000", Bucket: "bucket", CheckPrefix: "no-slash"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "CheckPrefix") {
+		t.Fatalf("Validate of CheckPrefix %q: %v, want an error naming CheckPrefix", bad.CheckPrefix, err)
+	}
+}
