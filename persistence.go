@@ -68,8 +68,9 @@ const maxIDLen = 65535
 // Config configures New. Exactly one of S3 and Store is set.
 type Config struct {
 	// S3 is the connection to an S3-compatible object store (endpoint, region, bucket,
-	// credentials or the standard credential chain, TLS, whether to create the bucket).
-	// New opens it and Shutdown closes it. Unused when Store is set.
+	// credentials or the standard credential chain, TLS, server-side encryption, whether
+	// to create the bucket). New opens it, with S3.CheckPrefix set to Prefix unless set,
+	// and Shutdown closes it. Unused when Store is set.
 	S3 s3store.MinioConfig
 
 	// Store is an already built object store (the in-memory one, or any wrapper). When
