@@ -124,12 +124,12 @@ func TestMinimalIAMPolicyOnMinio(t *testing.T) {
 
 	cfg := restrictedConfig(t, sec, tgt.Bucket, policy)
 	start := time.Now()
-	if err := leaks.err(exercise(ctx, cfg, prefix, leaks.logger())); err != nil {
+	if err := leaks.err(exercise(ctx, cfg, prefix, leaks.logger(), true)); err != nil {
 		t.Fatalf("a broker with exactly the README's policy: %v", err)
 	}
 	t.Logf("a broker's life with the minimal policy took %v", time.Since(start))
 	start = time.Now()
-	err := leaks.err(exercise(ctx, cfg, "another/", leaks.logger()))
+	err := leaks.err(exercise(ctx, cfg, "another/", leaks.logger(), true))
 	t.Logf("refused on another prefix after %v", time.Since(start))
 	if !errors.Is(err, s3store.ErrAccessDenied) {
 		t.Fatalf("the policy of %q used on another prefix: %v, want ErrAccessDenied", prefix, err)
@@ -145,7 +145,7 @@ func TestMinimalIAMPolicyOnMinio(t *testing.T) {
 			pfx := "no-" + strings.ReplaceAll(strings.TrimPrefix(action, "s3:"), ":", "") + "/"
 			less := restrictedConfig(t, sec, tgt.Bucket, withoutAction(t, readmePolicy(t, tgt.Bucket, pfx), action))
 			start := time.Now()
-			err := leaks.err(exercise(ctx, less, pfx, leaks.logger()))
+			err := leaks.err(exercise(ctx, less, pfx, leaks.logger(), true))
 			t.Logf("took %v", time.Since(start))
 			if !errors.Is(err, s3store.ErrAccessDenied) {
 				t.Fatalf("a broker without %s: %v, want an error wrapping ErrAccessDenied", action, err)
