@@ -123,6 +123,7 @@ func TestMinimalIAMPolicyOnMinio(t *testing.T) {
 	leaks := newLeakCheck(t, sec)
 
 	cfg := restrictedConfig(t, sec, tgt.Bucket, policy)
+	leaks.add(cfg.SecretKey, cfg.SessionToken)
 	start := time.Now()
 	if err := leaks.err(exercise(ctx, cfg, prefix, leaks.logger(), true)); err != nil {
 		t.Fatalf("a broker with exactly the README's policy: %v", err)
@@ -144,6 +145,7 @@ func TestMinimalIAMPolicyOnMinio(t *testing.T) {
 			// A fresh prefix each, so that no state of an earlier run hides a refusal.
 			pfx := "no-" + strings.ReplaceAll(strings.TrimPrefix(action, "s3:"), ":", "") + "/"
 			less := restrictedConfig(t, sec, tgt.Bucket, withoutAction(t, readmePolicy(t, tgt.Bucket, pfx), action))
+			leaks.add(less.SecretKey, less.SessionToken)
 			start := time.Now()
 			err := leaks.err(exercise(ctx, less, pfx, leaks.logger(), true))
 			t.Logf("took %v", time.Since(start))

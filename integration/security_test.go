@@ -54,7 +54,15 @@ type leakCheck struct {
 	server  *miniotest.Server
 	mu      sync.Mutex
 	log     bytes.Buffer
-	checked int // error texts checked
+	checked int      // error texts checked
+	extra   []string // secrets of this test beyond secrets(server)
+}
+
+// add makes l search for more secrets, such as temporary credentials.
+func (l *leakCheck) add(secret ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.extra = append(l.extra, secret...)
 }
 
 func newLeakCheck(t *testing.T, server *miniotest.Server) *leakCheck {
@@ -82,17 +90,18 @@ func (l *leakCheck) logger() *slog.Logger {
 // err checks the text of err (nil passes) and returns it.
 func (l *leakCheck) err(err error) error {
 	if err != nil {
-		l.search("the error", err.Error())
 		l.mu.Lock()
+		l.search("the error", err.Error())
 		l.checked++
 		l.mu.Unlock()
 	}
 	return err
 }
 
+// search needs l.mu.
 func (l *leakCheck) search(what, text string) {
 	l.t.Helper()
-	for _, s := range secrets(l.server) {
+	for _, s := range append(secrets(l.server), l.extra...) {
 		if strings.Contains(text, s) {
 			l.t.Errorf("%s holds the secret %q:\n%s", what, s, text)
 		}
