@@ -185,6 +185,14 @@ func TestNewMinioVerifiesTheServerAgainstRootCAs(t *testing.T) {
 
 	cfg.RootCAs = x509.NewCertPool()
 	cfg.RootCAs.AddCert(f.Certificate())
+	byName := cfg
+	_, port, _ := strings.Cut(cfg.Endpoint, ":")
+	byName.Endpoint = "localhost:" + port // the certificate names 127.0.0.1 and example.com
+	_, err = s3store.NewMinio(t.Context(), byName)
+	if !errors.Is(err, s3store.ErrUnreachable) || !strings.Contains(err.Error(), "not valid for the Endpoint's host name") {
+		t.Fatalf("NewMinio by a name the certificate lacks: %v, want ErrUnreachable naming the host name", err)
+	}
+	noSecret(t, "the error", err.Error())
 	s, err := s3store.NewMinio(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("NewMinio with the CA: %v", err)
