@@ -71,8 +71,9 @@ const maxIDLen = 65535
 // Config configures New. Exactly one of S3 and Store is set.
 type Config struct {
 	// S3 is the connection to an S3-compatible object store (endpoint, region, bucket,
-	// credentials or the standard credential chain, TLS, whether to create the bucket).
-	// New opens it and Shutdown closes it. Unused when Store is set.
+	// credentials or the standard credential chain, TLS, server-side encryption, whether
+	// to create the bucket). New opens it, with S3.CheckPrefix set to Prefix unless set,
+	// and Shutdown closes it. Unused when Store is set.
 	S3 s3store.MinioConfig
 
 	// Store is an already built object store (the in-memory one, or any wrapper). When
@@ -377,7 +378,12 @@ func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	}
 	store := cfg.Store
 	if store == nil {
-		m, err := s3store.NewMinio(ctx, cfg.S3)
+		s3cfg := cfg.S3
+		if s3cfg.CheckPrefix == "" {
+			// The bucket check then needs only what a policy scoped to Prefix allows.
+			s3cfg.CheckPrefix = cfg.Prefix
+		}
+		m, err := s3store.NewMinio(ctx, s3cfg)
 		if err != nil {
 			return nil, fmt.Errorf("s3persist: open bucket: %w", err)
 		}
