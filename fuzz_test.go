@@ -150,6 +150,13 @@ func FuzzDecodeSystem(f *testing.F) {
 	})
 }
 
+func FuzzDecodeOwner(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecoder(t, data, func(d []byte) (ownerRecord, error) { return decodeOwner(fuzzKey, d) },
+			func(r ownerRecord) ([]byte, error) { return encode(r) })
+	})
+}
+
 func FuzzDecodeSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecoder(t, data, func(d []byte) (sessionRecord, error) { return decodeSession(fuzzKey, d) },
@@ -233,6 +240,10 @@ func FuzzEncodedRecordsDecode(f *testing.F) {
 		roundTrip(t, recs, func(d []byte) ([]journalRecord, error) { return decodeSegment(fuzzKey, d) })
 		roundTrip(t, retainedRecord{Format: formatVersion, Packets: []packetRecord{{ExpireAt: expire, Data: data}, {Data: id}}},
 			func(d []byte) (retainedRecord, error) { return decodeRetained(fuzzKey, d) })
+		roundTrip(t, ownerRecord{Format: formatVersion, Instance: hex.EncodeToString(id[:min(len(id), 16)]),
+			Host: strings.ToValidUTF8(string(data), "?"), Epoch: seq >> 40, Renewal: seq, LeaseMS: int64(n) + 1,
+			Released: queue%2 == 1, Floor: seq >> 40, Sealed: []string{segmentKey(int(queue), seq>>40, seq&(1<<40-1))}},
+			func(d []byte) (ownerRecord, error) { return decodeOwner(fuzzKey, d) })
 		roundTrip(t, systemRecord{Format: formatVersion, Layout: LayoutVersion, CreatedAt: strings.ToValidUTF8(string(expire), "?"), Epoch: seq >> 40},
 			func(d []byte) (systemRecord, error) { return decodeSystem(fuzzKey, d) })
 	})
@@ -522,6 +533,8 @@ func seedsOf(key string, data []byte) (target string, args []any) {
 		return "FuzzDecodeSystem", []any{data}
 	case key == keyRetained:
 		return "FuzzDecodeRetained", []any{data}
+	case key == keyOwner:
+		return "FuzzDecodeOwner", []any{data}
 	case strings.HasPrefix(key, indexRoot):
 		return "FuzzDecodeShard", []any{data}
 	case strings.HasPrefix(key, journalRoot):
@@ -573,6 +586,12 @@ func edgeSeeds() map[string][][]any {
 			[]any{enc(systemRecord{Format: formatVersion, Layout: LayoutVersion, CreatedAt: "2026-12-01T00:00:00Z", Epoch: 1<<24 - 1})},
 			[]any{enc(systemRecord{Format: formatVersion, Layout: "s3persist-layout-1"})},
 			[]any{[]byte("\xa2\x00\x01\x01\x62\xff\xfe")}), // invalid UTF-8 layout
+		"FuzzDecodeOwner": append(common,
+			[]any{enc(ownerRecord{Format: formatVersion, Instance: "i", LeaseMS: 1, Released: true, Floor: 3,
+				Sealed: []string{segmentKey(0, 2, 1), segmentKey(3, 2, 9)}})},
+			[]any{enc(ownerRecord{Format: formatVersion, Instance: "i", LeaseMS: -1})},
+			[]any{enc(ownerRecord{Format: formatVersion, LeaseMS: 1000})},
+			[]any{enc(ownerRecord{Format: formatVersion, Instance: "i", LeaseMS: 1<<63 - 1, Epoch: ^uint64(0), Renewal: ^uint64(0)})}),
 		"FuzzDecodeSession": append(common,
 			[]any{enc(sessionRecord{Format: formatVersion, ID: longID})},
 			[]any{enc(sessionRecord{Format: formatVersion, ID: []byte{}})},
@@ -689,7 +708,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 }
 
 // fuzzTargets are the fuzz targets of this package; scripts/fuzz.sh finds them itself.
-var fuzzTargets = []string{"FuzzDecodeSystem", "FuzzDecodeSession", "FuzzDecodeRetained", "FuzzDecodeShard",
+var fuzzTargets = []string{"FuzzDecodeSystem", "FuzzDecodeOwner", "FuzzDecodeSession", "FuzzDecodeRetained", "FuzzDecodeShard",
 	"FuzzDecodeBatch", "FuzzDecodeSegment", "FuzzEncodedRecordsDecode", "FuzzClientKey", "FuzzParseSegmentKey", "FuzzParseShardKey", "FuzzClientPrefix"}
 
 // TestRealCorpusObjectsDecode checks that this release reads every object of the
@@ -723,6 +742,8 @@ func decodeSeed(target string, args []any) error {
 		if r, err = decodeSystem(fuzzKey, args[0].([]byte)); err == nil && r.Layout != LayoutVersion {
 			err = fmt.Errorf("layout %q", r.Layout)
 		}
+	case "FuzzDecodeOwner":
+		_, err = decodeOwner(fuzzKey, args[0].([]byte))
 	case "FuzzDecodeSession":
 		_, err = decodeSession(fuzzKey, args[0].([]byte))
 	case "FuzzDecodeRetained":
