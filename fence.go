@@ -87,9 +87,9 @@ type lease struct {
 	// Guarded by mu.
 	rec      ownerRecord // as last written by this instance
 	etag     string
-	deadline time.Time // writes must end by then
+	deadline time.Time     // writes must end by then
 	renewed  chan struct{} // closed (and replaced) whenever the lease is extended
-	fencedBy string    // set once fenced: what was found
+	fencedBy string        // set once fenced: what was found
 	fenced   chan struct{}
 	sealed   func() []string // the journal segments of earlier epochs still needed
 }
