@@ -88,11 +88,15 @@ func run(ctx context.Context, cfg *config, logger *slog.Logger, stdout io.Writer
 	}
 
 	mc := configuration.DefaultConfig()
+	if len(mc.Mqtt.Version) != 1 || mc.Mqtt.Version[0] != "v3.1.1" {
+		// retainedV5 (fixes.go) relies on it.
+		return fmt.Errorf("the broker's default MQTT versions are %v; this example supports v3.1.1 only", mc.Mqtt.Version)
+	}
 	mc.Mqtt.Options.OfflineQoS0 = cfg.OfflineQoS0
 	srv, err := server.NewServer(server.Config{
 		MQTT:            mc.Mqtt,
 		Acceptor:        mc.System.Acceptor,
-		Persistence:     st.persist,
+		Persistence:     brokerFixes{IFace: st.persist, dropOfflineQoS0: !cfg.OfflineQoS0},
 		Health:          noHealth{},
 		OnDuplicate:     func(string, bool) {},
 		TransportStatus: func(id, status string) { logger.Info("listener", "id", id, "status", status) },
