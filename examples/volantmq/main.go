@@ -116,11 +116,34 @@ func run(ctx context.Context, cfg *config, logger *slog.Logger, stdout io.Writer
 	<-ctx.Done()
 	logger.Info("stopping: the broker first (it stores sessions and retained messages), then the store")
 	start := time.Now()
-	if err := srv.Shutdown(); err != nil {
+	if st.s3p != nil {
+		// Insurance: VolantMQ v0.3.2 can panic while it shuts down (see README.md), and a
+		// panic in one of its own goroutines ends the process before the store's
+		// Shutdown; make what it handed over so far durable first.
+		fctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		if err := st.s3p.Flush(fctx); err != nil {
+			logger.Error("flush before the broker's shutdown", "err", err)
+		}
+		cancel()
+	}
+	if err := shutdownBroker(srv); err != nil {
 		logger.Error("broker shutdown", "err", err)
 	}
 	logger.Info("broker stopped", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// shutdownBroker runs srv.Shutdown, turning a panic in it into an error so that the
+// store is still shut down. VolantMQ v0.3.2's session manager panics ("negative
+// WaitGroup counter", clients/sessions.go:206) when a session goes offline while it
+// stops; what the broker had not stored by then is lost, the rest is flushed.
+func shutdownBroker(srv server.Server) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("VolantMQ panicked while shutting down (what it had not stored yet is lost): %v", r)
+		}
+	}()
+	return srv.Shutdown()
 }
 
 // store is the persistence the broker runs on, and what must be released after it.
