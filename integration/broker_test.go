@@ -189,7 +189,7 @@ func testKill(t *testing.T, bin, durability string) {
 	if len(recv) > 0 && recv[len(recv)-1] == fencePayload {
 		recv = recv[:len(recv)-1] // the fence went to the victim too
 	}
-	wantPrefix(t, "victim "+queueTopic, recv, n)
+	wantPrefix(t, "victim "+queueTopic, recv, n, inFlight)
 	lost := max(n-len(recv), 0)
 	t.Logf("%s: %d of %d QoS 1 messages delivered after SIGKILL and replacement, %d lost (flush interval %v)",
 		durability, min(len(recv), n), n, lost, flushInterval)
@@ -520,28 +520,58 @@ func drainWithMarker(t *testing.T, addr string, c mqtt.Client, got *collector, t
 	got.waitFor(t, markerTopic, "marker-1")
 }
 
-// wantSequence checks that got is payload(0) .. payload(n-1): all, in order, each once.
+// maxSwap is how far from its place a message may arrive: VolantMQ's two router
+// goroutines can store message i+1 before message i even when i+1 is published only
+// after the witness got i (the witness may be served before the offline session; see
+// the top of this file). s3persist itself keeps the order it was given; a displacement
+// beyond this would be its fault.
+const maxSwap = 1
+
+// wantSequence checks that got is payload(0) .. payload(n-1): all, each once, in order
+// up to maxSwap.
 func wantSequence(t *testing.T, what string, got []string, n int) {
 	t.Helper()
 	if len(got) != n {
 		t.Errorf("%s: %d messages, want %d", what, len(got), n)
 	}
-	wantPrefix(t, what, got, n)
+	wantPrefix(t, what, got, n, 0)
 }
 
-// wantPrefix checks that got is payload(0) .. payload(len(got)-1) with len(got) <= n:
-// in order, each once, nothing missing before the last one received.
-func wantPrefix(t *testing.T, what string, got []string, n int) {
+// wantPrefix checks that got holds payload(0) .. payload(len(got)-1), except that up
+// to holes of the newest may be missing (replaced by as many newer ones), each at most
+// once, in order up to maxSwap.
+func wantPrefix(t *testing.T, what string, got []string, n, holes int) {
 	t.Helper()
-	if len(got) > n {
-		t.Errorf("%s: %d messages, more than the %d published (duplicates)", what, len(got), n)
-	}
-	for i, p := range got {
-		if p != payload(i) {
-			t.Errorf("%s: message %d is %q, want %q (out of order, duplicated or missing); %d received: %s",
-				what, i, p, payload(i), len(got), summarize(got))
+	seen := map[string]int{}
+	swapped := 0
+	for pos, p := range got {
+		if prev, dup := seen[p]; dup {
+			t.Errorf("%s: %q received twice (at %d and %d); %s", what, p, prev, pos, summarize(got))
 			return
 		}
+		seen[p] = pos
+		var i int
+		if _, err := fmt.Sscanf(p, "m-%d", &i); err != nil || i < 0 || i >= n || payload(i) != p {
+			t.Errorf("%s: unexpected message %q at %d", what, p, pos)
+			return
+		}
+		if d := pos - i; d != 0 {
+			swapped++
+			if d > maxSwap || -d > maxSwap {
+				t.Errorf("%s: %q arrived at %d, %d places from its own (more than the broker's reordering explains); %s",
+					what, p, pos, d, summarize(got))
+				return
+			}
+		}
+	}
+	for i := range max(len(got)-holes, 0) {
+		if _, ok := seen[payload(i)]; !ok {
+			t.Errorf("%s: %q is missing, and %d newer messages arrived; %s", what, payload(i), len(got)-i, summarize(got))
+			return
+		}
+	}
+	if swapped > 0 {
+		t.Logf("%s: %d messages arrived one place from their own (VolantMQ's concurrent routing)", what, swapped)
 	}
 }
 
