@@ -61,6 +61,12 @@ func TestBrokerEndToEnd(t *testing.T) {
 	t.Run("Async: after SIGKILL the loss is a suffix accepted in the last flush window", func(t *testing.T) {
 		testKill(t, bin, "async")
 	})
+	t.Run("rolling update: a second broker on the prefix waits until the first one stops", func(t *testing.T) {
+		testRollingUpdate(t, bin)
+	})
+	t.Run("-force-takeover fences the running broker, which stops by itself", func(t *testing.T) {
+		testForceTakeover(t, bin)
+	})
 	t.Run("reference bbolt plugin: a replacement with an empty disk loses everything", func(t *testing.T) {
 		testBboltReplacement(t, bin)
 	})
@@ -158,9 +164,12 @@ func testKill(t *testing.T, bin, durability string) {
 	const uploadSlack = 3 * time.Second
 	// inFlight is how many of the last messages may still be in a store call at the kill.
 	const inFlight = 2
+	// The killed broker cannot release the prefix: its replacement waits for the lease
+	// (plus a tenth) to expire, as it would in production without -force-takeover.
+	const lease = 3 * time.Second
 	s3 := newBrokerS3(t)
 	args := func() []string {
-		return append(s3.args(t), "-durability", durability, "-flush-interval", flushInterval.String())
+		return append(s3.args(t), "-durability", durability, "-flush-interval", flushInterval.String(), "-lease-ttl", lease.String())
 	}
 
 	b1 := startBroker(t, bin, args()...)
@@ -179,6 +188,11 @@ func testKill(t *testing.T, bin, durability string) {
 	pub.close()
 
 	b2 := startBroker(t, bin, args()...)
+	if waited := time.Since(killedAt); waited < lease {
+		t.Errorf("the replacement took the prefix %v after the kill, before the killed broker's lease of %v could expire", waited, lease)
+	} else {
+		t.Logf("%s: the replacement took the prefix over %v after the kill (lease %v)", durability, waited.Round(time.Millisecond), lease)
+	}
 	got := newCollector()
 	sub := connect(t, b2.addr, "victim", false, got.handler)
 	drainWithMarker(t, b2.addr, sub, got, queueTopic)
@@ -208,6 +222,59 @@ func testKill(t *testing.T, bin, durability string) {
 			t.Logf("%s: the oldest lost message was accepted %v before the kill (bound %v)", durability, age.Round(time.Millisecond), window)
 		}
 	}
+}
+
+// testRollingUpdate: during a rolling update the new broker starts while the old one
+// still serves. s3persist's ownership of the prefix makes it wait (it would otherwise
+// load a state the old broker keeps changing) until the old one stops and releases the
+// prefix; then it starts at once and finds the old broker's messages.
+func testRollingUpdate(t *testing.T, bin string) {
+	const lease = 3 * time.Second
+	s3 := newBrokerS3(t)
+	args := func() []string { return append(s3.args(t), "-lease-ttl", lease.String()) }
+	b1 := startBroker(t, bin, args()...)
+	goOffline(t, b1.addr, "victim", queueTopic)
+	pub := newOrderedPublisher(t, b1.addr, queueTopic)
+	pub.publish(t, queueTopic, 1, 20)
+	pub.close()
+
+	b2, ready := launchBroker(t, bin, args()...)
+	select {
+	case <-ready:
+		t.Fatal("the second broker started while the first one owned the prefix")
+	case <-b2.exited:
+		t.Fatalf("the second broker exited while waiting: %v\n%s", b2.err, b2.output.String())
+	case <-time.After(2 * lease): // the owner renews every lease/3: no takeover can be due
+	}
+	stoppedAt := time.Now()
+	b1.stop(t)
+	b2.waitReady(t, ready, brokerTimeout)
+	t.Logf("the second broker started %v after the first one was asked to stop", time.Since(stoppedAt).Round(time.Millisecond))
+	got := newCollector()
+	sub := connect(t, b2.addr, "victim", false, got.handler)
+	drainWithMarker(t, b2.addr, sub, got, queueTopic)
+	sub.Disconnect(250)
+	b2.stop(t)
+	wantPrefix(t, "victim "+queueTopic, got.payloads(queueTopic), 20, 0)
+}
+
+// testForceTakeover: a broker started with -force-takeover takes the prefix from a live
+// broker at once; the old broker is fenced by s3persist, notices within its renewal
+// period, and stops with an error instead of serving clients it can no longer persist.
+func testForceTakeover(t *testing.T, bin string) {
+	const lease = 3 * time.Second
+	s3 := newBrokerS3(t)
+	b1 := startBroker(t, bin, append(s3.args(t), "-lease-ttl", lease.String())...)
+	b2 := startBroker(t, bin, append(s3.args(t), "-lease-ttl", lease.String(), "-force-takeover")...)
+	select {
+	case <-b1.exited:
+	case <-time.After(brokerTimeout):
+		t.Fatalf("the fenced broker still runs %v after the takeover\n%s", brokerTimeout, b1.output.String())
+	}
+	if b1.err == nil || !strings.Contains(b1.output.String(), "fenced") {
+		t.Fatalf("the fenced broker exited with %v; want an error that says it was fenced\n%s", b1.err, b1.output.String())
+	}
+	b2.stop(t)
 }
 
 // testBboltReplacement runs the graceful scenario on the reference bbolt plugin: its
@@ -282,6 +349,26 @@ type broker struct {
 // cleanup kills it if the test did not stop it.
 func startBroker(t *testing.T, bin string, args ...string) *broker {
 	t.Helper()
+	b, ready := launchBroker(t, bin, args...)
+	b.waitReady(t, ready, brokerTimeout)
+	return b
+}
+
+// waitReady waits for the ready line of b, or fails.
+func (b *broker) waitReady(t *testing.T, ready <-chan struct{}, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-ready:
+	case <-b.exited:
+		t.Fatalf("the broker exited before it was ready: %v\n%s", b.err, b.output.String())
+	case <-time.After(timeout):
+		t.Fatalf("the broker was not ready after %v\n%s", timeout, b.output.String())
+	}
+}
+
+// launchBroker starts a broker process; ready is closed when it prints its ready line.
+func launchBroker(t *testing.T, bin string, args ...string) (*broker, <-chan struct{}) {
+	t.Helper()
 	b := &broker{addr: freeAddr(t), output: &syncBuffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(bin, append([]string{"-listen", b.addr}, args...)...)
 	b.cmd.Env = append(os.Environ(),
@@ -326,14 +413,7 @@ func startBroker(t *testing.T, bin string, args ...string) *broker {
 			t.Logf("output of the broker on %s:\n%s", b.addr, b.output.String())
 		}
 	})
-	select {
-	case <-ready:
-	case <-b.exited:
-		t.Fatalf("the broker exited before it was ready: %v\n%s", b.err, b.output.String())
-	case <-time.After(brokerTimeout):
-		t.Fatalf("the broker was not ready after %v\n%s", brokerTimeout, b.output.String())
-	}
-	return b
+	return b, ready
 }
 
 // stop gives the broker stopSettle to finish with the clients that just left, sends

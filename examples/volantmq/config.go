@@ -53,6 +53,8 @@ type config struct {
 	UsersFile   string // file of "user:password" lines; empty = no users
 
 	ShutdownTimeout time.Duration // bound on the final flush at stop; default 20s
+	LeaseTTL        time.Duration // s3persist LeaseTTL; 0 = the library default (15s)
+	ForceTakeover   bool          // take the prefix without waiting for its owner's lease
 	LogLevel        string        // VolantMQ's log level: debug, info, warn, error; default info
 }
 
@@ -80,6 +82,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.BoolVar(&c.Anonymous, "anonymous", true, "accept connections without a user name")
 	fs.StringVar(&c.UsersFile, "users", "", "`file` of user:password lines (# comments) allowed to connect")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "bound on the final flush to the store at stop")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 0, "s3persist LeaseTTL: how long a successor waits after this broker stops renewing its ownership of the prefix (0: the library default, 15s)")
+	fs.BoolVar(&c.ForceTakeover, "force-takeover", false, "take the prefix at once even if another broker's lease on it is live (only when that broker is known to be gone)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "VolantMQ log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -153,6 +157,9 @@ func (c *config) validate() error {
 	}
 	if c.FlushInterval < 0 {
 		return fmt.Errorf("-flush-interval %v: negative", c.FlushInterval)
+	}
+	if c.LeaseTTL < 0 {
+		return fmt.Errorf("-lease-ttl %v: must not be negative", c.LeaseTTL)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("-shutdown-timeout %v: must be positive", c.ShutdownTimeout)

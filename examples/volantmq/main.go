@@ -113,7 +113,18 @@ func run(ctx context.Context, cfg *config, logger *slog.Logger, stdout io.Writer
 	// ListenAndServe returns once the socket is bound: connections are accepted now.
 	fmt.Fprintf(stdout, "%s%s (store %s)\n", ReadyPrefix, cfg.Listen, st.describe)
 
-	<-ctx.Done()
+	var fenced <-chan struct{} // nil (never ready) for the bbolt plugin
+	if st.s3p != nil {
+		fenced = st.s3p.Fenced()
+	}
+	select {
+	case <-ctx.Done():
+	case <-fenced:
+		// Another broker owns the prefix now: this one can store nothing more, so its
+		// clients must reconnect to the new owner.
+		err = errors.New("another broker took over the bucket prefix (s3persist fenced this one); stopping")
+		logger.Error("fenced", "err", err)
+	}
 	logger.Info("stopping: the broker first (it stores sessions and retained messages), then the store")
 	start := time.Now()
 	if st.s3p != nil {
@@ -130,7 +141,7 @@ func run(ctx context.Context, cfg *config, logger *slog.Logger, stdout io.Writer
 		logger.Error("broker shutdown", "err", err)
 	}
 	logger.Info("broker stopped", "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	return err
 }
 
 // shutdownBroker runs srv.Shutdown, turning a panic in it into an error so that the
@@ -196,6 +207,8 @@ func openStore(ctx context.Context, cfg *config, logger *slog.Logger) (*store, e
 		Durability:      cfg.Durability,
 		FlushInterval:   cfg.FlushInterval,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		LeaseTTL:        cfg.LeaseTTL,
+		ForceTakeover:   cfg.ForceTakeover,
 		Logger:          logger,
 	})
 	if err != nil {
