@@ -28,6 +28,8 @@ import (
 //  5. only when all of that is durable, it deletes the covered journal segments and the
 //     garbage (batch objects with no live packet, records of deleted sessions).
 //
+// Garbage whose deletion fails in 5 is queued again: the next checkpoint deletes it (the
+// records of deleted ids after checking again that the id was not created anew).
 // A failure anywhere before 5 leaves the shards dirty and the segments in place: the
 // next checkpoint tries again, and recovery in between replays the journal on top of
 // whatever shards were written (records at or below a shard's watermark are skipped).
@@ -190,6 +192,7 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		if err := p.store.DeleteMany(ctx, covered); err != nil {
 			var dm *s3store.DeleteManyError
 			if !errors.As(err, &dm) {
+				p.requeueGarbage(err, garbage, deleted) // not tried: the next checkpoint does
 				return fmt.Errorf("s3persist: checkpoint: delete covered journal segments: %w", err)
 			}
 			kept := make(map[string]bool, len(dm.Remaining))
@@ -201,17 +204,18 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		}
 		p.journal.covered(covered)
 	}
-	garbage = append(garbage, p.sessionRecordGarbage(deleted)...)
-	if len(garbage) > 0 {
-		if err := p.store.DeleteMany(ctx, garbage); err != nil {
-			// What remains is left to the garbage collection of the next start:
-			// nothing names it any more.
+	records := p.sessionRecordGarbage(deleted)
+	if len(garbage)+len(records) > 0 {
+		if err := p.store.DeleteMany(ctx, append(slices.Clip(garbage), records...)); err != nil {
+			// Nothing names what remains any more: the next checkpoint tries again
+			// (and the garbage collection of the next start, should this process end).
+			p.requeueGarbage(err, garbage, deleted)
 			errs = append(errs, fmt.Errorf("delete garbage: %w", err))
 		}
 	}
 	p.stats.checkpoints.Add(1)
 	p.log.Debug("s3persist: checkpoint", "shards", len(shards), "sessions", len(snaps),
-		"segments_deleted", len(covered), "garbage", len(garbage), "took", time.Since(start))
+		"segments_deleted", len(covered), "garbage", len(garbage)+len(records), "took", time.Since(start))
 	if len(errs) > 0 {
 		return fmt.Errorf("s3persist: checkpoint: %w", errors.Join(errs...))
 	}
@@ -347,6 +351,36 @@ func (p *Persistence) writeShard(ctx context.Context, hh int, snaps []*sessionSn
 		return fmt.Errorf("write index shard %02x: %w", hh, err)
 	}
 	return nil
+}
+
+// requeueGarbage queues again for the next checkpoint what a failed deletion of garbage
+// (batch objects) and of the records of deleted ids may have left. A record goes back as
+// its id, so that the next checkpoint checks again that the id was not created anew.
+func (p *Persistence) requeueGarbage(err error, garbage []string, deleted [][]byte) {
+	remaining := map[string]bool{}
+	var dm *s3store.DeleteManyError
+	if errors.As(err, &dm) {
+		for _, k := range dm.Remaining {
+			remaining[k] = true
+		}
+	} else {
+		for _, k := range garbage {
+			remaining[k] = true
+		}
+		for _, id := range deleted {
+			remaining[sessionKey(id)] = true
+		}
+	}
+	for _, k := range garbage {
+		if remaining[k] {
+			p.addGarbage(k)
+		}
+	}
+	for _, id := range deleted {
+		if remaining[sessionKey(id)] {
+			p.addDeletedRecord(id)
+		}
+	}
 }
 
 // sessionRecordGarbage returns the keys of the session records of deleted ids that do
