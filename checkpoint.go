@@ -64,12 +64,54 @@ func (p *Persistence) addDeletedRecord(id []byte) {
 	p.garbageMu.Unlock()
 }
 
-func (p *Persistence) takeGarbage() ([]string, [][]byte) {
+// unsureBatch is a batch object whose put failed with an unknown outcome (a lost
+// acknowledgement, a timeout): it may exist. If a later checkpoint writes the same
+// packets again, it writes the same key (a batch is named after its lowest packet
+// number) and the session names it; otherwise nothing ever names it, and the checkpoint
+// deletes it rather than leave it to the garbage collection of the next start.
+type unsureBatch struct {
+	id  []byte
+	key string
+	seq uint64
+}
+
+func (p *Persistence) addUnsure(u unsureBatch) {
+	p.garbageMu.Lock()
+	p.unsure = append(p.unsure, u)
+	p.garbageMu.Unlock()
+}
+
+func (p *Persistence) takeGarbage() ([]string, [][]byte, []unsureBatch) {
 	p.garbageMu.Lock()
 	defer p.garbageMu.Unlock()
-	g, d := p.garbage, p.deletedRecords
-	p.garbage, p.deletedRecords = nil, nil
-	return g, d
+	g, d, u := p.garbage, p.deletedRecords, p.unsure
+	p.garbage, p.deletedRecords, p.unsure = nil, nil, nil
+	return g, d, u
+}
+
+// unnamedBatches returns the keys of the unsure batches that no session names. The
+// caller holds ckptMu, so no batch object is written meanwhile, and has written every
+// batch of its snapshots: a packet still only in the journal has a higher number than
+// any unsure batch of its session, whose lowest packet was moved or removed since.
+func (p *Persistence) unnamedBatches(us []unsureBatch) []string {
+	var keys []string
+	for _, u := range us {
+		named := false
+		if e := p.lookup(u.id, false); e != nil {
+			if e.exists && e.q != nil {
+				for q := range numQueues {
+					for _, r := range e.q.q[q] {
+						named = named || r.obj != nil && r.obj.seq == u.seq
+					}
+				}
+			}
+			e.mu.Unlock()
+		}
+		if !named {
+			keys = append(keys, u.key)
+		}
+	}
+	return keys
 }
 
 // runCheckpointer is the background goroutine of checkpoints, owned by Persistence and
@@ -115,7 +157,7 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	covered := p.journal.durable() // T0
 	// Garbage before the dirty flags: whatever made an object garbage marked its shard
 	// dirty first, so every object taken here is dropped by a shard written below.
-	garbage, deleted := p.takeGarbage()
+	garbage, deleted, unsure := p.takeGarbage()
 	var dirty [numShards]bool
 	var shards []int
 	for hh := range numShards {
@@ -124,7 +166,7 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 			shards = append(shards, hh)
 		}
 	}
-	if len(shards) == 0 && len(covered) == 0 && len(garbage) == 0 && len(deleted) == 0 {
+	if len(shards) == 0 && len(covered) == 0 && len(garbage) == 0 && len(deleted) == 0 && len(unsure) == 0 {
 		return nil
 	}
 	failed := func(err error) error {
@@ -134,6 +176,9 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		p.addGarbage(garbage...)
 		for _, id := range deleted {
 			p.addDeletedRecord(id)
+		}
+		for _, u := range unsure {
+			p.addUnsure(u)
 		}
 		return fmt.Errorf("s3persist: checkpoint: %w", err)
 	}
@@ -187,6 +232,7 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	}
 
 	// 5. What the new shards no longer need.
+	garbage = append(garbage, p.unnamedBatches(unsure)...)
 	var errs []error
 	if len(covered) > 0 {
 		if err := p.store.DeleteMany(ctx, covered); err != nil {
@@ -281,6 +327,7 @@ func (p *Persistence) writeBatch(ctx context.Context, s *sessionSnap) error {
 	}
 	key := batchKey(clientPrefix(s.rec.ID), s.moved[0].seq)
 	if _, err := p.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
+		p.addUnsure(unsureBatch{id: s.rec.ID, key: key, seq: s.moved[0].seq})
 		return fmt.Errorf("write packets of %q: %w", s.rec.ID, err)
 	}
 	e := s.e
