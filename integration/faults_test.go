@@ -383,7 +383,7 @@ func TestAdapterUnderRandomHTTPFaultsLosesNothingAfterFlush(t *testing.T) {
 			if st.Faults() == 0 {
 				t.Fatal("no fault was injected")
 			}
-			cfg.S3.Transport = nil
+			cfg.S3.Transport, cfg.S3.RequestTimeout = nil, 0
 			m.check(t, cfg)
 		})
 	}
