@@ -201,6 +201,16 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		}
 	}
 
+	// Before each step that replaces or deletes what another owner may need, the
+	// checkpoint confirms that this instance still owns the prefix (see fence.go).
+	steps23 := slices.ContainsFunc(snaps, func(s *sessionSnap) bool { return len(s.moved) > 0 || s.writeState })
+	if steps23 {
+		if err := p.lease.renew(ctx); err != nil {
+			p.restoreStateDirty(snaps)
+			return failed(err)
+		}
+	}
+
 	// 2 and 3. Batch objects and session records, side by side; a session's batch is
 	// adopted as soon as it is durable.
 	g, gctx := errgroup.WithContext(ctx)
@@ -219,6 +229,11 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	}
 
 	// 4. Index shards.
+	if len(shards) > 0 {
+		if err := p.lease.renew(ctx); err != nil {
+			return failed(err)
+		}
+	}
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(p.cfg.LoadConcurrency)
 	for _, hh := range shards {
@@ -233,6 +248,12 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 
 	// 5. What the new shards no longer need.
 	garbage = append(garbage, p.unnamedBatches(unsure)...)
+	records := p.sessionRecordGarbage(deleted)
+	if len(covered) > 0 || len(garbage)+len(records) > 0 {
+		if err := p.lease.renew(ctx); err != nil {
+			return failed(err)
+		}
+	}
 	var errs []error
 	if len(covered) > 0 {
 		if err := p.store.DeleteMany(ctx, covered); err != nil {
@@ -250,7 +271,6 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		}
 		p.journal.covered(covered)
 	}
-	records := p.sessionRecordGarbage(deleted)
 	if len(garbage)+len(records) > 0 {
 		if err := p.store.DeleteMany(ctx, append(slices.Clip(garbage), records...)); err != nil {
 			// Nothing names what remains any more: the next checkpoint tries again

@@ -27,8 +27,8 @@ type churnModel struct {
 // (docs/layout.md). It is the one place that knows it: a new kind of object (the
 // ownership object of fencing, say) is added here.
 type expectedObjects struct {
-	// required are the keys that must exist: the system record, the retained set once
-	// stored, the session record of every session, the index shard of every shard
+	// required are the keys that must exist: the system record, the ownership object
+	// (fencing), the retained set once stored, the session record of every session, the index shard of every shard
 	// holding a session.
 	required map[string]bool
 	// emptyShardAllowed: an index shard of no session may exist (a checkpoint writes the
@@ -41,7 +41,7 @@ type expectedObjects struct {
 }
 
 func expectedFor(m churnModel) expectedObjects {
-	e := expectedObjects{required: map[string]bool{keySystem: true}, live: map[string]map[string]bool{}}
+	e := expectedObjects{required: map[string]bool{keySystem: true, keyOwner: true}, live: map[string]map[string]bool{}}
 	if m.retained != nil {
 		e.required[keyRetained] = true
 	}
@@ -224,11 +224,13 @@ func TestChurnLeavesOnlyWhatTheLiveDataNeeds(t *testing.T) {
 			// A checkpoint whose requests land but whose acknowledgements are lost at
 			// random; the instance lives on and the next checkpoint tries again.
 			f.flush()
-			f.swapStore(&lostAckStore{Store: f.count, rng: rand.New(rand.NewPCG(uint64(round), 9)), percent: 30})
+			restore := f.swapStore(func(s s3store.Store) s3store.Store {
+				return &lostAckStore{Store: s, rng: rand.New(rand.NewPCG(uint64(round), 9)), percent: 30}
+			})
 			if err := f.p.Checkpoint(context.Background()); err != nil {
 				lostAckCheckpoints++
 			}
-			f.swapStore(f.count)
+			restore()
 		}
 		if rng.IntN(2) == 0 {
 			f.flush()
@@ -270,10 +272,10 @@ func TestChurnLeavesOnlyWhatTheLiveDataNeeds(t *testing.T) {
 			f.crash()
 			crashesAfterFlush++
 		case 1: // dies at a random request of a checkpoint, then the process is gone
-			dying := &dyingStore{Store: f.count, after: rng.IntN(40)}
-			f.swapStore(dying)
+			after := rng.IntN(40)
+			restore := f.swapStore(func(s s3store.Store) s3store.Store { return &dyingStore{Store: s, after: after} })
 			_ = f.p.Checkpoint(context.Background())
-			f.swapStore(f.count)
+			restore()
 			f.crash()
 			crashesInCheckpoint++
 		default:
@@ -338,14 +340,20 @@ func (l *lostAckStore) DeleteMany(ctx context.Context, keys []string) error {
 	return err
 }
 
-// swapStore makes the instance use s from now on. It waits for the garbage collection
-// after start and for any checkpoint in flight, the background readers of p.store; the
-// test's own calls come after it.
-func (f *fixture) swapStore(s s3store.Store) {
+// swapStore puts wrap(the instance's store) in its place and returns what restores it.
+// It waits for the garbage collection after start and for any checkpoint in flight, the
+// background readers of p.store; the test's own calls come after it.
+func (f *fixture) swapStore(wrap func(s3store.Store) s3store.Store) (restore func()) {
 	<-f.p.gcDone
 	f.p.ckptMu.Lock()
-	f.p.store = s
+	old := f.p.store
+	f.p.store = wrap(old)
 	f.p.ckptMu.Unlock()
+	return func() {
+		f.p.ckptMu.Lock()
+		f.p.store = old
+		f.p.ckptMu.Unlock()
+	}
 }
 
 // failDeletes fails every DeleteMany without deleting anything, with a
@@ -388,11 +396,11 @@ func garbageDeletionFails(t *testing.T, many bool) {
 		t.Fatal(err)
 	}
 	f.flush()
-	f.swapStore(failDeletes{f.count, many})
+	restore := f.swapStore(func(s s3store.Store) s3store.Store { return failDeletes{s, many} })
 	if err := f.p.Checkpoint(context.Background()); err == nil {
 		t.Fatal("a checkpoint whose deletes all failed reported no error")
 	}
-	f.swapStore(f.count)
+	restore()
 	f.checkpoint()
 	if left := append(f.keys(batches[0]), f.keys(record)...); len(left) > 0 {
 		t.Fatalf("garbage left after a second checkpoint: %q", left)
@@ -415,11 +423,13 @@ func TestABatchWhoseAckWasLostIsDeletedOnceNothingNamesIt(t *testing.T) {
 	f.mustStore("drained", "drained-1")
 	f.mustStore("drained", "drained-2")
 	f.flush()
-	f.swapStore(&lostAckStore{Store: f.count, rng: rand.New(rand.NewPCG(1, 1)), percent: 100, only: "/b/"})
+	restore := f.swapStore(func(s s3store.Store) s3store.Store {
+		return &lostAckStore{Store: s, rng: rand.New(rand.NewPCG(1, 1)), percent: 100, only: "/b/"}
+	})
 	if err := f.p.Checkpoint(context.Background()); err == nil {
 		t.Fatal("a checkpoint whose batch put lost its acknowledgement reported no error")
 	}
-	f.swapStore(f.count)
+	restore()
 	if n := len(f.keys(clientPrefix([]byte("drained")) + "b/")); n != 1 {
 		t.Fatalf("%d batch objects of the drained session landed, want 1", n)
 	}

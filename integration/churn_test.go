@@ -24,12 +24,12 @@ import (
 // for ids made of [a-z0-9] only (their client segment is the id itself). The one place
 // to add a new kind of object (the ownership object of fencing, say).
 type churnExpectation struct {
-	required map[string]bool            // system, retained, session records
+	required map[string]bool            // system, owner (fencing), retained, session records
 	live     map[string]map[string]bool // client prefix -> markers of its live payloads
 }
 
 func churnExpected(queues map[string][]string, retained bool) churnExpectation {
-	e := churnExpectation{required: map[string]bool{"system": true}, live: map[string]map[string]bool{}}
+	e := churnExpectation{required: map[string]bool{"system": true, "owner": true}, live: map[string]map[string]bool{}}
 	if retained {
 		e.required["retained"] = true
 	}
