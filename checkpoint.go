@@ -28,6 +28,8 @@ import (
 //  5. only when all of that is durable, it deletes the covered journal segments and the
 //     garbage (batch objects with no live packet, records of deleted sessions).
 //
+// Garbage whose deletion fails in 5 is queued again: the next checkpoint deletes it (the
+// records of deleted ids after checking again that the id was not created anew).
 // A failure anywhere before 5 leaves the shards dirty and the segments in place: the
 // next checkpoint tries again, and recovery in between replays the journal on top of
 // whatever shards were written (records at or below a shard's watermark are skipped).
@@ -62,12 +64,54 @@ func (p *Persistence) addDeletedRecord(id []byte) {
 	p.garbageMu.Unlock()
 }
 
-func (p *Persistence) takeGarbage() ([]string, [][]byte) {
+// unsureBatch is a batch object whose put failed with an unknown outcome (a lost
+// acknowledgement, a timeout): it may exist. If a later checkpoint writes the same
+// packets again, it writes the same key (a batch is named after its lowest packet
+// number) and the session names it; otherwise nothing ever names it, and the checkpoint
+// deletes it rather than leave it to the garbage collection of the next start.
+type unsureBatch struct {
+	id  []byte
+	key string
+	seq uint64
+}
+
+func (p *Persistence) addUnsure(u unsureBatch) {
+	p.garbageMu.Lock()
+	p.unsure = append(p.unsure, u)
+	p.garbageMu.Unlock()
+}
+
+func (p *Persistence) takeGarbage() ([]string, [][]byte, []unsureBatch) {
 	p.garbageMu.Lock()
 	defer p.garbageMu.Unlock()
-	g, d := p.garbage, p.deletedRecords
-	p.garbage, p.deletedRecords = nil, nil
-	return g, d
+	g, d, u := p.garbage, p.deletedRecords, p.unsure
+	p.garbage, p.deletedRecords, p.unsure = nil, nil, nil
+	return g, d, u
+}
+
+// unnamedBatches returns the keys of the unsure batches that no session names. The
+// caller holds ckptMu, so no batch object is written meanwhile, and has written every
+// batch of its snapshots: a packet still only in the journal has a higher number than
+// any unsure batch of its session, whose lowest packet was moved or removed since.
+func (p *Persistence) unnamedBatches(us []unsureBatch) []string {
+	var keys []string
+	for _, u := range us {
+		named := false
+		if e := p.lookup(u.id, false); e != nil {
+			if e.exists && e.q != nil {
+				for q := range numQueues {
+					for _, r := range e.q.q[q] {
+						named = named || r.obj != nil && r.obj.seq == u.seq
+					}
+				}
+			}
+			e.mu.Unlock()
+		}
+		if !named {
+			keys = append(keys, u.key)
+		}
+	}
+	return keys
 }
 
 // runCheckpointer is the background goroutine of checkpoints, owned by Persistence and
@@ -113,7 +157,7 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	covered := p.journal.durable() // T0
 	// Garbage before the dirty flags: whatever made an object garbage marked its shard
 	// dirty first, so every object taken here is dropped by a shard written below.
-	garbage, deleted := p.takeGarbage()
+	garbage, deleted, unsure := p.takeGarbage()
 	var dirty [numShards]bool
 	var shards []int
 	for hh := range numShards {
@@ -122,7 +166,7 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 			shards = append(shards, hh)
 		}
 	}
-	if len(shards) == 0 && len(covered) == 0 && len(garbage) == 0 && len(deleted) == 0 {
+	if len(shards) == 0 && len(covered) == 0 && len(garbage) == 0 && len(deleted) == 0 && len(unsure) == 0 {
 		return nil
 	}
 	failed := func(err error) error {
@@ -132,6 +176,9 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		p.addGarbage(garbage...)
 		for _, id := range deleted {
 			p.addDeletedRecord(id)
+		}
+		for _, u := range unsure {
+			p.addUnsure(u)
 		}
 		return fmt.Errorf("s3persist: checkpoint: %w", err)
 	}
@@ -200,8 +247,9 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	}
 
 	// 5. What the new shards no longer need.
-	garbage = append(garbage, p.sessionRecordGarbage(deleted)...)
-	if len(covered) > 0 || len(garbage) > 0 {
+	garbage = append(garbage, p.unnamedBatches(unsure)...)
+	records := p.sessionRecordGarbage(deleted)
+	if len(covered) > 0 || len(garbage)+len(records) > 0 {
 		if err := p.lease.renew(ctx); err != nil {
 			return failed(err)
 		}
@@ -211,6 +259,7 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		if err := p.store.DeleteMany(ctx, covered); err != nil {
 			var dm *s3store.DeleteManyError
 			if !errors.As(err, &dm) {
+				p.requeueGarbage(err, garbage, deleted) // not tried: the next checkpoint does
 				return fmt.Errorf("s3persist: checkpoint: delete covered journal segments: %w", err)
 			}
 			kept := make(map[string]bool, len(dm.Remaining))
@@ -222,16 +271,17 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		}
 		p.journal.covered(covered)
 	}
-	if len(garbage) > 0 {
-		if err := p.store.DeleteMany(ctx, garbage); err != nil {
-			// What remains is left to the garbage collection of the next start:
-			// nothing names it any more.
+	if len(garbage)+len(records) > 0 {
+		if err := p.store.DeleteMany(ctx, append(slices.Clip(garbage), records...)); err != nil {
+			// Nothing names what remains any more: the next checkpoint tries again
+			// (and the garbage collection of the next start, should this process end).
+			p.requeueGarbage(err, garbage, deleted)
 			errs = append(errs, fmt.Errorf("delete garbage: %w", err))
 		}
 	}
 	p.stats.checkpoints.Add(1)
 	p.log.Debug("s3persist: checkpoint", "shards", len(shards), "sessions", len(snaps),
-		"segments_deleted", len(covered), "garbage", len(garbage), "took", time.Since(start))
+		"segments_deleted", len(covered), "garbage", len(garbage)+len(records), "took", time.Since(start))
 	if len(errs) > 0 {
 		return fmt.Errorf("s3persist: checkpoint: %w", errors.Join(errs...))
 	}
@@ -297,6 +347,7 @@ func (p *Persistence) writeBatch(ctx context.Context, s *sessionSnap) error {
 	}
 	key := batchKey(clientPrefix(s.rec.ID), s.moved[0].seq)
 	if _, err := p.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
+		p.addUnsure(unsureBatch{id: s.rec.ID, key: key, seq: s.moved[0].seq})
 		return fmt.Errorf("write packets of %q: %w", s.rec.ID, err)
 	}
 	e := s.e
@@ -367,6 +418,36 @@ func (p *Persistence) writeShard(ctx context.Context, hh int, snaps []*sessionSn
 		return fmt.Errorf("write index shard %02x: %w", hh, err)
 	}
 	return nil
+}
+
+// requeueGarbage queues again for the next checkpoint what a failed deletion of garbage
+// (batch objects) and of the records of deleted ids may have left. A record goes back as
+// its id, so that the next checkpoint checks again that the id was not created anew.
+func (p *Persistence) requeueGarbage(err error, garbage []string, deleted [][]byte) {
+	remaining := map[string]bool{}
+	var dm *s3store.DeleteManyError
+	if errors.As(err, &dm) {
+		for _, k := range dm.Remaining {
+			remaining[k] = true
+		}
+	} else {
+		for _, k := range garbage {
+			remaining[k] = true
+		}
+		for _, id := range deleted {
+			remaining[sessionKey(id)] = true
+		}
+	}
+	for _, k := range garbage {
+		if remaining[k] {
+			p.addGarbage(k)
+		}
+	}
+	for _, id := range deleted {
+		if remaining[sessionKey(id)] {
+			p.addDeletedRecord(id)
+		}
+	}
 }
 
 // sessionRecordGarbage returns the keys of the session records of deleted ids that do

@@ -335,7 +335,8 @@ type Persistence struct {
 	// Objects to delete once the shards that named them are rewritten. Guarded by
 	// garbageMu.
 	garbage        []string
-	deletedRecords [][]byte // ids whose session record object is to delete
+	deletedRecords [][]byte      // ids whose session record object is to delete
+	unsure         []unsureBatch // batch objects whose put had an unknown outcome
 
 	// stopping is closed when Shutdown begins: background work stops starting new steps.
 	// bgCtx ends when Shutdown's deadline passes (or at once after the background work

@@ -499,7 +499,16 @@ func (b *Batcher[K, T]) schedule() {
 			d := b.deadlines[0]
 			b.deadlines[0] = deadline[K, T]{}
 			b.deadlines = b.deadlines[1:]
-			if d.ks.nextSeq == d.seq && len(d.ks.open) > 0 {
+			switch {
+			case d.ks.nextSeq != d.seq || len(d.ks.open) == 0:
+			case d.ks.busy && d.ks.failed == nil:
+				// The key's upload is running or backing off: a batch cut now could
+				// not start before it ends anyway. Left open, it keeps growing (up to
+				// BatchBytes) and is cut when the key is free, so an outage leaves a
+				// few full batches behind, not one per FlushInterval, and recovery
+				// costs as few PUTs.
+				d.ks.openUrgent = true
+			default:
 				b.cutLocked(d.ks)
 				cut = true
 			}

@@ -120,6 +120,31 @@ func TestCut(t *testing.T) {
 		h.clock.Advance(200 * time.Millisecond)
 		h.expect(h.next(), "a", 1, "a3")
 	})
+
+	t.Run("while its key is busy, a batch due by FlushInterval stays open and is cut when the key is free", func(t *testing.T) {
+		h := newHarness(t, batching.Config{FlushInterval: 100 * time.Millisecond, MaxConcurrentUploads: 2})
+		h.add("a", "a1", true)
+		c := h.next() // key a is busy until c is answered: an outage, say
+		h.add("a", "b1", false)
+		h.timer()
+		h.clock.Advance(50 * time.Millisecond)
+		h.add("z", "z1", false) // its deadline, 50ms after b1's, shows when b1's was handled
+		h.clock.Advance(50 * time.Millisecond)
+		if d := h.timer(); d != 50*time.Millisecond {
+			t.Fatalf("next timer in %v; want z1's, in 50ms", d)
+		}
+		h.add("a", "b2", false) // joins b1: nothing of key a could upload yet
+		h.clock.Advance(50 * time.Millisecond)
+		cz := h.next()
+		h.expect(cz, "z", 0, "z1")
+		cz.ok()
+		h.noCall()
+		c.ok()
+		c = h.next()
+		h.expect(c, "a", 1, "b1", "b2")
+		c.ok()
+		h.noCall()
+	})
 }
 
 func TestGroupCommit(t *testing.T) {

@@ -17,7 +17,8 @@ type Config struct {
 
 	// FlushInterval bounds how long items wait to be cut into a batch: a key's pending
 	// items are cut at most this long after the first of them was added, whether or not
-	// the batch is full. Default: 200ms.
+	// the batch is full, or when the key's upload in progress at that moment ends (until
+	// then the batch could not start uploading anyway). Default: 200ms.
 	FlushInterval time.Duration
 
 	// MaxPendingBytes bounds the bytes accepted by Add but not yet durable (pending,

@@ -17,8 +17,10 @@
 //	err = b.Close(ctx) // uploads what is left, stops the goroutines
 //
 // A key's open batch is cut into a batch when it is full (Config.BatchSize items or
-// Config.BatchBytes bytes), when Config.FlushInterval has passed since its first item,
-// when an urgent item is added and the key is not busy, and by Flush and Close.
+// Config.BatchBytes bytes), when Config.FlushInterval has passed since its first item
+// (or, if the key is busy uploading then, as soon as it is not: a batch cut earlier could
+// not start sooner, so an outage leaves a few full batches, not one per interval), when
+// an urgent item is added and the key is not busy, and by Flush and Close.
 //
 // # Ordering
 //

@@ -76,37 +76,6 @@ func TestStoreConformanceOnMinioWithPrefixAndCounting(t *testing.T) {
 	}, minioSkip, storetest.PrefixLen(srv.TargetPrefixLen()+len(prefix)))
 }
 
-// cuttableTransport is an HTTP transport that can be cut: once cut, every request fails
-// before it leaves the process, as if the network were gone. It sits under minio-go, so
-// the real client path (signing, retries, error mapping) meets the failure. Cutting waits
-// for the requests in flight (the server has answered them), so that nothing of a
-// "crashed" instance lands after the next one started.
-type cuttableTransport struct {
-	base *http.Transport
-	gate sync.RWMutex // held shared by each round trip, exclusively by setCut
-	cut  bool         // guarded by gate
-}
-
-var errCut = errors.New("cuttableTransport: connection cut by the test")
-
-func (c *cuttableTransport) setCut() {
-	c.gate.Lock()
-	c.cut = true
-	c.gate.Unlock()
-}
-
-func (c *cuttableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.gate.RLock()
-	defer c.gate.RUnlock()
-	if c.cut {
-		if r.Body != nil {
-			_ = r.Body.Close()
-		}
-		return nil, errCut
-	}
-	return c.base.RoundTrip(r)
-}
-
 // minioBackend runs the IFace suite on s3persist over MinIO: each Open gets a fresh
 // bucket and a transport of its own. Reopen shuts the instance down and opens a new one,
 // with a new S3 client, on the same bucket: a broker replaced by a new process with an
@@ -115,14 +84,16 @@ func (c *cuttableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func minioBackend(mode s3persist.Durability) persistencetest.Backend {
 	type opened struct {
 		tgt miniotest.Target
-		tr  *cuttableTransport
+		tr  *s3store.FaultTransport
 	}
 	var mu sync.Mutex
 	instances := map[vlpersistence.IFace]opened{}
 	// force: the previous instance died without releasing the prefix (a crash).
 	open := func(t testing.TB, tgt miniotest.Target, force bool) vlpersistence.IFace {
-		tr := &cuttableTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
-		t.Cleanup(tr.base.CloseIdleConnections)
+		// SetDown cuts the network once the requests in flight have their answers, so that
+		// nothing of a "crashed" instance lands after the next one started.
+		tr := s3store.NewFaultTransport(http.DefaultTransport.(*http.Transport).Clone(), 1)
+		t.Cleanup(tr.CloseIdleConnections)
 		cfg := minioConfig(tgt.Bucket)
 		cfg.Transport = tr
 		// Storage failures should surface at once in the G2 cases, not after retries.
@@ -150,12 +121,12 @@ func minioBackend(mode s3persist.Durability) persistencetest.Backend {
 			}
 			return open(t, get(old).tgt, false)
 		},
-		Break: func(t testing.TB, inst vlpersistence.IFace) { get(inst).tr.setCut() },
+		Break: func(t testing.TB, inst vlpersistence.IFace) { get(inst).tr.SetDown(true) },
 	}
 	if mode == s3persist.Sync { // only there does a nil return promise survival (G3)
 		b.Crash = func(t testing.TB, old vlpersistence.IFace) vlpersistence.IFace {
 			o := get(old)
-			o.tr.setCut()
+			o.tr.SetDown(true)
 			return open(t, o.tgt, true)
 		}
 	}
