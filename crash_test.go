@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,8 +84,14 @@ func crashAtEveryRequest(t *testing.T, mode Durability) {
 	t.Parallel()
 	start := time.Now()
 	c := newCrashRun(t, mode, crashWorkloadSize())
-	defer c.abandoned.Wait()
 	points := map[s3store.Fault]int{}
+	defer func() {
+		c.abandoned.Wait()
+		t.Logf("%v: crashed at each of %d requests before and %d after they reached the store (%d crash points), "+
+			"%d distinct states recovered and checked, %d requests of dead instances refused, in %v",
+			mode, points[s3store.CrashBefore], points[s3store.CrashAfter], points[s3store.CrashBefore]+points[s3store.CrashAfter],
+			len(c.checked), c.refused.Load(), time.Since(start).Round(time.Millisecond))
+	}()
 	for _, fault := range []s3store.Fault{s3store.CrashBefore, s3store.CrashAfter} {
 		for k := int64(1); ; k++ {
 			if t.Failed() {
@@ -96,10 +103,6 @@ func crashAtEveryRequest(t *testing.T, mode Durability) {
 			points[fault]++
 		}
 	}
-	t.Logf("%v: crashed at each of %d requests before and %d after they reached the store (%d crash points), "+
-		"%d distinct states recovered and checked, in %v",
-		mode, points[s3store.CrashBefore], points[s3store.CrashAfter], points[s3store.CrashBefore]+points[s3store.CrashAfter],
-		len(c.checked), time.Since(start).Round(time.Millisecond))
 }
 
 // initialisedBucket returns a store holding what a first instance leaves on an empty
@@ -150,6 +153,7 @@ type crashRun struct {
 	// of the reads of New, say) are run, and checked once.
 	checked   map[string]bool
 	abandoned sync.WaitGroup // the goroutines that release abandoned instances
+	refused   atomic.Int64   // requests failed by the injector: the crashing one and all after it
 }
 
 func newCrashRun(t *testing.T, mode Durability, size crashSize) *crashRun {
@@ -225,6 +229,8 @@ func (c *crashRun) crashAt(fault s3store.Fault, k int64) bool {
 		if err := <-done; err != nil {
 			t.Errorf("%s: the workload after the crash: %v", what, err)
 		}
+		st := inj.Stats()
+		c.refused.Add(st.FailedBefore + st.FailedAfter)
 	})
 	if key := storeDigest(t, mem) + model.String(); !c.checked[key] {
 		c.checked[key] = true
