@@ -49,7 +49,7 @@ import (
 // CI runs the short workload: 30 healthy steps, then crash points from the New that
 // reopens their bucket through 45 more steps (more than 1,000 crash points over both
 // modes, logged). S3PERSIST_CRASH_LONG=1 runs a longer one with more sessions, crash
-// points from the first New of an initialised bucket, and two clean restarts.
+// points from the first New on an empty bucket, and two clean restarts.
 
 const crashPrefix = "broker/"
 
@@ -66,13 +66,17 @@ type crashSize struct {
 	// left, with a New that replays their journal.
 	crashFrom int
 	restarts  []int // steps at which the instance shuts down cleanly and a new one opens
+	// emptyBucket starts from an empty bucket, so that the crash points cover its
+	// initialisation and first checkpoint (every index shard), instead of from one
+	// that a first instance initialised.
+	emptyBucket bool
 }
 
 func crashWorkloadSize() crashSize {
 	if os.Getenv("S3PERSIST_CRASH_LONG") != "" {
 		return crashSize{
 			ids:   []string{"a", "dev/1", "C-3", "sensor_7", "ü", strings.Repeat("L", 300), "x", "y"},
-			steps: 240, restarts: []int{80, 160},
+			steps: 240, restarts: []int{80, 160}, emptyBucket: true,
 		}
 	}
 	// Every New costs 257 requests (the index shards), which the crash points must
@@ -157,7 +161,12 @@ type crashRun struct {
 }
 
 func newCrashRun(t *testing.T, mode Durability, size crashSize) *crashRun {
-	c := &crashRun{t: t, mode: mode, size: size, base: initialisedBucket(t), checked: map[string]bool{}}
+	c := &crashRun{t: t, mode: mode, size: size, checked: map[string]bool{}}
+	if size.emptyBucket {
+		c.base = s3store.NewMemory()
+	} else {
+		c.base = initialisedBucket(t)
+	}
 	w := c.world(s3store.NewInjector(c.base, nil), newCrashModel(), rand.NewPCG(5, uint64(mode)), 0)
 	if size.crashFrom > 0 {
 		if err := w.steps(0, size.crashFrom); err != nil {
