@@ -194,9 +194,10 @@ func (c *crashRun) world(inj *s3store.Injector, model *crashModel, pcg *rand.PCG
 			CacheBytes: 256,
 			// Fewer goroutines for the reads of New: faster under the race detector.
 			LoadConcurrency: 2,
-			// Generous for a healthy store on a busy machine; a dead instance is
-			// abandoned without waiting for them.
-			CallTimeout: 10 * time.Second, ShutdownTimeout: time.Second,
+			// Generous for a healthy store on a busy machine. A dead instance is
+			// abandoned without waiting for them: its Shutdown, in the background,
+			// gives up on its journal after ShutdownTimeout.
+			CallTimeout: 10 * time.Second, ShutdownTimeout: 5 * time.Second,
 		},
 	}
 }
