@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -746,5 +747,48 @@ func TestPacketsBeyondTheCacheAreReadFromTheirObjects(t *testing.T) {
 	st := f.p.Stats().Cache
 	if st.Misses == 0 || f.count.Stats().Gets == 0 || st.Bytes > 1000 {
 		t.Fatalf("cache %+v, %d gets: want misses served by GETs within the budget", st, f.count.Stats().Gets)
+	}
+}
+
+// A checkpoint still running when Shutdown starts does not use up the deadline the
+// journal needs: the changes accepted before Shutdown are made durable even when the
+// checkpoint outlives ShutdownTimeout (it is cancelled then).
+func TestShutdownFlushesTheJournalWhileASlowCheckpointRuns(t *testing.T) {
+	mem := s3store.NewMemory()
+	slowShard := make(chan struct{})
+	var once sync.Once
+	inj := s3store.NewInjector(mem, func(r s3store.Request) s3store.Action {
+		if r.Op == "put" && strings.HasPrefix(r.Key, indexRoot) {
+			once.Do(func() { close(slowShard) })
+			return s3store.Action{Delay: time.Hour} // ends with the checkpoint's ctx
+		}
+		return s3store.Action{}
+	})
+	p, err := New(context.Background(), Config{Store: inj, FlushInterval: time.Hour, CheckpointInterval: time.Hour,
+		ShutdownTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := p.Sessions()
+	if err := s.Create([]byte("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.kickCheckpoint()
+	<-slowShard // the background checkpoint is writing its index shards
+	if err := s.PacketStoreQoS12([]byte("a"), pkt("after the checkpoint started")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(); err != nil {
+		t.Fatalf("Shutdown during a slow checkpoint: %v", err)
+	}
+	f := &fixture{t: t, mem: mem}
+	f.cfg = Config{}
+	f.open()
+	defer f.p.Shutdown()
+	if got := f.drain("a", f.s.PacketsForEachQoS12, keepAll); !slices.Equal(got, []string{"after the checkpoint started"}) {
+		t.Fatalf("after Shutdown during a slow checkpoint: %v", got)
 	}
 }
