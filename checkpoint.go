@@ -154,6 +154,16 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		}
 	}
 
+	// Before each step that replaces or deletes what another owner may need, the
+	// checkpoint confirms that this instance still owns the prefix (see fence.go).
+	steps23 := slices.ContainsFunc(snaps, func(s *sessionSnap) bool { return len(s.moved) > 0 || s.writeState })
+	if steps23 {
+		if err := p.lease.renew(ctx); err != nil {
+			p.restoreStateDirty(snaps)
+			return failed(err)
+		}
+	}
+
 	// 2 and 3. Batch objects and session records, side by side; a session's batch is
 	// adopted as soon as it is durable.
 	g, gctx := errgroup.WithContext(ctx)
@@ -172,6 +182,11 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	}
 
 	// 4. Index shards.
+	if len(shards) > 0 {
+		if err := p.lease.renew(ctx); err != nil {
+			return failed(err)
+		}
+	}
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(p.cfg.LoadConcurrency)
 	for _, hh := range shards {
@@ -185,6 +200,12 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	}
 
 	// 5. What the new shards no longer need.
+	garbage = append(garbage, p.sessionRecordGarbage(deleted)...)
+	if len(covered) > 0 || len(garbage) > 0 {
+		if err := p.lease.renew(ctx); err != nil {
+			return failed(err)
+		}
+	}
 	var errs []error
 	if len(covered) > 0 {
 		if err := p.store.DeleteMany(ctx, covered); err != nil {
@@ -201,7 +222,6 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 		}
 		p.journal.covered(covered)
 	}
-	garbage = append(garbage, p.sessionRecordGarbage(deleted)...)
 	if len(garbage) > 0 {
 		if err := p.store.DeleteMany(ctx, garbage); err != nil {
 			// What remains is left to the garbage collection of the next start:

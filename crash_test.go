@@ -662,8 +662,9 @@ func checkRecovery(t *testing.T, mem *s3store.Memory, mode Durability, model *cr
 	}
 	for _, pass := range []string{"after the crash", "after the first recovery shut down"} {
 		logged := &errorLog{}
+		// The crashed instance is gone: no wait for its lease.
 		p, err := New(context.Background(), Config{Store: mem, Prefix: crashPrefix, Durability: mode,
-			FlushInterval: time.Hour, CheckpointInterval: time.Hour, Logger: slog.New(logged)})
+			FlushInterval: time.Hour, CheckpointInterval: time.Hour, ForceTakeover: true, Logger: slog.New(logged)})
 		if err != nil {
 			t.Errorf("%s: New %s: %v", what, pass, err)
 			return
@@ -767,6 +768,8 @@ func decodeEveryObject(mem *s3store.Memory, prefix string) error {
 			_, err = decodeSystem(key, data)
 		case key == keyRetained:
 			_, err = decodeRetained(key, data)
+		case key == keyOwner:
+			_, err = decodeOwner(key, data)
 		case strings.HasPrefix(key, indexRoot):
 			if _, err = parseShardKey(key); err == nil {
 				_, err = decodeShard(key, data)

@@ -2,6 +2,7 @@ package s3persist
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -34,6 +35,8 @@ func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string
 		MaxPendingBytes:      cfg.MaxPendingBytes,
 		MaxConcurrentUploads: cfg.JournalStreams,
 		UploadTimeout:        cfg.CallTimeout,
+		// A fenced instance never writes again: retrying would only delay the error.
+		Retryable: func(err error) bool { return !errors.Is(err, ErrFenced) },
 	}, j.upload)
 	if err != nil {
 		return nil, fmt.Errorf("s3persist: journal: %w", err)

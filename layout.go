@@ -10,6 +10,11 @@ package s3persist
 //	system                        system record: layout version, creation time, boot
 //	                              epoch. Created once (create-only put); its epoch is
 //	                              bumped (if-match put) by every New.
+//	owner                         ownership record: the instance that may write the
+//	                              prefix, its lease, the journal floor and the sealed
+//	                              segments of earlier epochs (fence.go). Create-only,
+//	                              then if-match puts only.
+//	probe/<instance>              New's conditional-write self-test; deleted at once.
 //	retained                      the whole retained-message set, replaced by one put.
 //	j/<ss>/<epoch>-<n>            journal segment: the changes of many sessions, in the
 //	                              order they were made, as one batch upload of stream
@@ -100,6 +105,8 @@ const LayoutVersion = "s3persist-layout-2"
 const (
 	keySystem        = "system"
 	keyRetained      = "retained"
+	keyOwner         = "owner"
+	probeRoot        = "probe/"
 	clientsRoot      = "c/"
 	journalRoot      = "j/"
 	indexRoot        = "i/"

@@ -22,7 +22,7 @@ const maxEpochAttempts = 8
 // load reads the system record, the retained set and the index shards, replays the
 // journal, and takes a new boot epoch above every number found. It returns the journal
 // segments it replayed: the next checkpoint covers them.
-func (p *Persistence) load(ctx context.Context) ([]string, error) {
+func (p *Persistence) load(ctx context.Context, prev ownerRecord) ([]string, error) {
 	start := time.Now()
 	sys, sysETag, err := p.loadSystem(ctx)
 	if err != nil {
@@ -34,7 +34,7 @@ func (p *Persistence) load(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	segments, records, h, err := p.replayJournal(ctx)
+	segments, records, h, err := p.replayJournal(ctx, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -381,21 +381,38 @@ func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, 
 // A segment that cannot be decoded is reported and left alone (never deleted): replaying
 // around it could reorder a session. It returns the keys of the segments replayed, the
 // number of records, and the highest number found.
-func (p *Persistence) replayJournal(ctx context.Context) ([]string, int, uint64, error) {
-	var keys []string
+//
+// Segments of an epoch below the previous owner's journal floor that it did not seal
+// were uploaded by an owner after it was fenced (see fence.go): they are not replayed,
+// and the next checkpoint deletes them.
+func (p *Persistence) replayJournal(ctx context.Context, prev ownerRecord) ([]string, int, uint64, error) {
+	var keys, void []string
+	sealed := make(map[string]bool, len(prev.Sealed))
+	for _, k := range prev.Sealed {
+		sealed[k] = true
+	}
 	err := s3store.ListAll(ctx, p.store, journalRoot, func(o s3store.ObjectInfo) error {
-		if _, _, _, err := parseSegmentKey(o.Key); err != nil {
+		_, epoch, _, err := parseSegmentKey(o.Key)
+		switch {
+		case err != nil:
 			p.log.Warn("s3persist: left alone an object this layout does not write", "err", err)
-			return nil
+		case epoch < prev.Floor && !sealed[o.Key]:
+			void = append(void, o.Key)
+		default:
+			keys = append(keys, o.Key)
 		}
-		keys = append(keys, o.Key)
 		return nil
 	})
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("s3persist: list the journal: %w", err)
 	}
+	if len(void) > 0 {
+		p.log.Warn("s3persist: ignored journal segments that a fenced owner uploaded after it lost the bucket prefix; they are deleted", "count", len(void))
+		p.addGarbage(void...)
+	}
 	recs := make([][]journalRecord, len(keys))
 	good := make([]bool, len(keys))
+	broken := make([]bool, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.cfg.LoadConcurrency)
 	for i, key := range keys {
@@ -410,6 +427,7 @@ func (p *Persistence) replayJournal(ctx context.Context) ([]string, int, uint64,
 			r, err := decodeSegment(key, data)
 			if err != nil {
 				p.log.Error("s3persist: journal segment cannot be read; it is skipped and left alone", "err", err)
+				broken[i] = true
 				return nil
 			}
 			recs[i], good[i] = r, true
@@ -425,6 +443,8 @@ func (p *Persistence) replayJournal(ctx context.Context) ([]string, int, uint64,
 		if good[i] {
 			all = append(all, recs[i]...)
 			replayed = append(replayed, key)
+		} else if broken[i] {
+			p.brokenSegments = append(p.brokenSegments, key)
 		}
 	}
 	slices.SortStableFunc(all, func(a, b journalRecord) int { return cmpU64(a.Seq, b.Seq) })
@@ -568,6 +588,12 @@ func (p *Persistence) collectGarbage() {
 		}
 	}
 	if len(garbage) == 0 {
+		return
+	}
+	if err := p.lease.renew(ctx); err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("s3persist: garbage collection stopped: ownership not confirmed", "err", err)
+		}
 		return
 	}
 	if err := p.store.DeleteMany(ctx, garbage); err != nil && ctx.Err() == nil {

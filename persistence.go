@@ -37,9 +37,12 @@
 //
 // # One writer
 //
-// The in-memory index is the truth for this process. Two processes writing the same
-// bucket and prefix at once will overwrite each other's session records; run one broker
-// per prefix.
+// The in-memory index is the truth for this process, so one instance at a time may write
+// a bucket prefix. New takes ownership of the prefix with conditional writes: while
+// another instance holds it, New waits until that instance shuts down (Shutdown releases
+// it) or its lease (Config.LeaseTTL) expires, unless Config.ForceTakeover is set. An
+// instance that lost ownership is fenced: it writes nothing more, every call that
+// changes state fails with ErrFenced, and Fenced is closed (fence.go has the details).
 package s3persist
 
 import (
@@ -68,8 +71,9 @@ const maxIDLen = 65535
 // Config configures New. Exactly one of S3 and Store is set.
 type Config struct {
 	// S3 is the connection to an S3-compatible object store (endpoint, region, bucket,
-	// credentials or the standard credential chain, TLS, whether to create the bucket).
-	// New opens it and Shutdown closes it. Unused when Store is set.
+	// credentials or the standard credential chain, TLS, server-side encryption, whether
+	// to create the bucket). New opens it, with S3.CheckPrefix set to Prefix unless set,
+	// and Shutdown closes it. Unused when Store is set.
 	S3 s3store.MinioConfig
 
 	// Store is an already built object store (the in-memory one, or any wrapper). When
@@ -136,6 +140,21 @@ type Config struct {
 	// 30s between SIGTERM and SIGKILL).
 	ShutdownTimeout time.Duration
 
+	// LeaseTTL is the ownership lease (see "One writer" in the package documentation):
+	// the instance renews it every third of it, and stops writing when it could not renew
+	// for this long. A new instance whose predecessor did not shut down waits this long
+	// (plus a tenth) after the predecessor's last renewal before it takes over. Longer
+	// leases survive longer store hiccups; shorter ones let a replacement start sooner
+	// after a crash. Default: 15s; at least 50ms.
+	LeaseTTL time.Duration
+
+	// ForceTakeover makes New take the bucket prefix at once, without waiting for the
+	// current owner to release it or for its lease to expire. Use it only when that
+	// owner is known to be gone (its machine was destroyed): if it still runs, it is
+	// fenced at its next renewal, and the request it is sending at that moment may
+	// still land. Default: false.
+	ForceTakeover bool
+
 	// Logger receives start-up, checkpoint, garbage-collection and error reports.
 	// Default: none.
 	Logger *slog.Logger
@@ -177,6 +196,8 @@ const (
 	DefaultCallTimeout        = 30 * time.Second
 	DefaultLoadConcurrency    = 32
 	DefaultShutdownTimeout    = 20 * time.Second
+	DefaultLeaseTTL           = 15 * time.Second
+	MinLeaseTTL               = 50 * time.Millisecond
 )
 
 // Validate reports the first invalid field of c, by name. Zero durations and counts are
@@ -221,6 +242,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("s3persist: Config.LoadConcurrency %d is negative", c.LoadConcurrency)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("s3persist: Config.ShutdownTimeout %v is negative", c.ShutdownTimeout)
+	case c.LeaseTTL != 0 && c.LeaseTTL < MinLeaseTTL:
+		return fmt.Errorf("s3persist: Config.LeaseTTL %v is below %v", c.LeaseTTL, MinLeaseTTL)
 	}
 	if s3Set {
 		if err := c.S3.Validate(); err != nil {
@@ -267,6 +290,9 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -276,15 +302,22 @@ func (c Config) withDefaults() Config {
 // Persistence is a vlpersistence.IFace backed by an object store. Create it with New; it
 // is safe for concurrent use.
 type Persistence struct {
-	cfg       Config
-	store     s3store.Store // with Config.Prefix applied
-	ownsStore s3store.Store // closed by Shutdown; nil when the caller owns the store
-	log       *slog.Logger
-	seq       *sequencer
-	sys       vlpersistence.SystemState
-	closed    atomic.Bool
-	journal   *journal
-	cache     *cache.LRU[uint64, *queuedPacket] // payloads of checkpointed packets, by number
+	cfg         Config
+	store       s3store.Store // with Config.Prefix applied
+	ownsStore   s3store.Store // closed by Shutdown; nil when the caller owns the store
+	log         *slog.Logger
+	seq         *sequencer
+	sys         vlpersistence.SystemState
+	closed      atomic.Bool
+	journal     *journal
+	cache       *cache.LRU[uint64, *queuedPacket] // payloads of checkpointed packets, by number
+	lease       *lease
+	leaseCancel context.CancelFunc // stops the renewals (after Shutdown's last write)
+	leaseDone   chan struct{}      // closed when the renewals stopped
+
+	// brokenSegments are journal segments that could not be decoded at New: they stay
+	// sealed (valid, left for an operator). Set before New returns.
+	brokenSegments []string
 
 	tableMu sync.RWMutex
 	// table holds an entry per id that exists. Guarded by tableMu.
@@ -345,31 +378,43 @@ func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	}
 	store := cfg.Store
 	if store == nil {
-		m, err := s3store.NewMinio(ctx, cfg.S3)
+		s3cfg := cfg.S3
+		if s3cfg.CheckPrefix == "" {
+			// The bucket check then needs only what a policy scoped to Prefix allows.
+			s3cfg.CheckPrefix = cfg.Prefix
+		}
+		m, err := s3store.NewMinio(ctx, s3cfg)
 		if err != nil {
 			return nil, fmt.Errorf("s3persist: open bucket: %w", err)
 		}
 		store, p.ownsStore = m, m
 	}
-	p.store = store
+	prefixed := store
 	if cfg.Prefix != "" {
-		prefixed, err := s3store.WithPrefix(store, cfg.Prefix)
-		if err != nil {
+		if prefixed, err = s3store.WithPrefix(store, cfg.Prefix); err != nil {
 			p.closeOwnedStore()
 			return nil, fmt.Errorf("s3persist: %w", err)
 		}
-		p.store = prefixed
 	}
 	p.retained.p = p
 	p.handles.sessions.p = p
 	p.handles.retained.p = p
 	p.handles.system.p = p
-	segments, err := p.load(ctx)
+	prev, err := p.takeOwnership(ctx, prefixed)
 	if err != nil {
 		p.closeOwnedStore()
 		return nil, err
 	}
-	if p.journal, err = newJournal(p.store, p.seq.epoch(), cfg, segments); err != nil {
+	p.store = &fencingStore{Store: prefixed, l: p.lease}
+	segments, err := p.load(ctx, prev)
+	if err == nil {
+		p.journal, err = newJournal(p.store, p.seq.epoch(), cfg, segments)
+	}
+	if err == nil {
+		err = p.seal(ctx)
+	}
+	if err != nil {
+		p.stopLease(ctx, true)
 		p.closeOwnedStore()
 		return nil, err
 	}
@@ -477,6 +522,7 @@ func (p *Persistence) Shutdown() error {
 			st.PendingItems, st.PendingBytes, err)
 	}
 	err = errors.Join(err, p.retained.flush(ctx))
+	p.stopLease(ctx, true)
 	p.closeOwnedStore()
 	if err != nil {
 		p.log.Error("s3persist: shutdown left changes that are not durable", "err", err)
@@ -539,6 +585,11 @@ func (r *retainedState) upload(ctx context.Context, want uint64) error {
 		return func(ctx context.Context) error {
 			if err != nil {
 				return err
+			}
+			// The set replaces the whole object: confirm first that no other instance
+			// owns the prefix, whose set this would overwrite.
+			if err := r.p.lease.renew(ctx); err != nil {
+				return fmt.Errorf("s3persist: store retained set: %w", err)
 			}
 			if _, err := r.p.store.Put(ctx, keyRetained, data, s3store.PutOptions{}); err != nil {
 				return fmt.Errorf("s3persist: store retained set: %w", err)

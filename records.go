@@ -35,6 +35,24 @@ type systemRecord struct {
 	Epoch     uint64 `cbor:"3,keyasint"` // bumped by every New; high bits of sequence numbers
 }
 
+// ownerRecord is the ownership object (keyOwner): which instance may write the bucket
+// prefix, the lease it holds, and which journal segments of earlier owners are valid.
+// Every write of it is conditional (create-only, or if-match on the ETag the writer
+// read), so exactly one instance holds it at a time.
+type ownerRecord struct {
+	Format   uint   `cbor:"0,keyasint"`
+	Instance string `cbor:"1,keyasint"` // random id of the owning process
+	Host     string `cbor:"2,keyasint,omitempty"`
+	Epoch    uint64 `cbor:"3,keyasint,omitempty"` // the owner's boot epoch; 0 while it loads
+	Renewal  uint64 `cbor:"4,keyasint"`           // bumped by every renewal, so every write changes the ETag
+	LeaseMS  int64  `cbor:"5,keyasint"`           // the lease the owner promises to honour, in ms
+	Released bool   `cbor:"6,keyasint,omitempty"` // the owner shut down: no need to wait
+	// Journal segments of epochs below Floor are void unless listed in Sealed: a fenced
+	// owner's late uploads must never be replayed.
+	Floor  uint64   `cbor:"7,keyasint,omitempty"`
+	Sealed []string `cbor:"8,keyasint,omitempty"`
+}
+
 // packetRecord is one vlpersistence.PersistedPacket (retained set).
 type packetRecord struct {
 	ExpireAt []byte `cbor:"0,keyasint,omitempty"`
@@ -188,6 +206,17 @@ func decodeSystem(key string, data []byte) (systemRecord, error) {
 	var r systemRecord
 	if err := decodeRecord(key, data, &r, &r.Format); err != nil {
 		return r, err
+	}
+	return r, nil
+}
+
+func decodeOwner(key string, data []byte) (ownerRecord, error) {
+	var r ownerRecord
+	if err := decodeRecord(key, data, &r, &r.Format); err != nil {
+		return r, err
+	}
+	if r.Instance == "" || r.LeaseMS <= 0 {
+		return r, brokenEntry(key, "owner record without an instance or a lease")
 	}
 	return r, nil
 }

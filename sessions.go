@@ -146,6 +146,9 @@ func (p *Persistence) existing(id []byte, usable bool) (*entry, error) {
 // index shard dirty. The change itself is applied by the caller once this returns nil.
 // In Sync mode the caller then waits on the ticket, with no lock held.
 func (p *Persistence) appendRecord(ctx context.Context, e *entry, rec *journalRecord) (batching.Ticket, error) {
+	if err := p.lease.fencedErr(); err != nil {
+		return batching.Ticket{}, err
+	}
 	data, err := encode(rec)
 	if err != nil {
 		return batching.Ticket{}, err

@@ -6,6 +6,7 @@ replace github.com/s3persist/s3persist => ../
 
 require (
 	github.com/VolantMQ/vlapi v0.6.1
+	github.com/eclipse/paho.mqtt.golang v1.5.0
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/moby/moby/client v0.6.2
 	github.com/s3persist/s3persist v0.0.0-00010101000000-000000000000
@@ -41,6 +42,7 @@ require (
 	github.com/go-ole/go-ole v1.3.0 // indirect
 	github.com/golang/protobuf v1.5.3 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/klauspost/compress v1.19.2 // indirect
 	github.com/klauspost/cpuid/v2 v2.4.0 // indirect
 	github.com/klauspost/crc32 v1.3.0 // indirect

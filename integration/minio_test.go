@@ -119,14 +119,15 @@ func minioBackend(mode s3persist.Durability) persistencetest.Backend {
 	}
 	var mu sync.Mutex
 	instances := map[vlpersistence.IFace]opened{}
-	open := func(t testing.TB, tgt miniotest.Target) vlpersistence.IFace {
+	// force: the previous instance died without releasing the prefix (a crash).
+	open := func(t testing.TB, tgt miniotest.Target, force bool) vlpersistence.IFace {
 		tr := &cuttableTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
 		t.Cleanup(tr.base.CloseIdleConnections)
 		cfg := minioConfig(tgt.Bucket)
 		cfg.Transport = tr
 		// Storage failures should surface at once in the G2 cases, not after retries.
 		cfg.MaxRetries = -1
-		p, err := s3persist.New(context.Background(), s3persist.Config{S3: cfg, Prefix: tgt.Prefix, Durability: mode,
+		p, err := s3persist.New(context.Background(), s3persist.Config{S3: cfg, Prefix: tgt.Prefix, Durability: mode, ForceTakeover: force,
 			CallTimeout: 2 * time.Second, ShutdownTimeout: 5 * time.Second})
 		if err != nil {
 			t.Fatalf("New: %v", err)
@@ -142,12 +143,12 @@ func minioBackend(mode s3persist.Durability) persistencetest.Backend {
 		return instances[inst]
 	}
 	b := persistencetest.Backend{
-		Open: func(t testing.TB) vlpersistence.IFace { return open(t, srv.NewTarget(t)) },
+		Open: func(t testing.TB) vlpersistence.IFace { return open(t, srv.NewTarget(t), false) },
 		Reopen: func(t testing.TB, old vlpersistence.IFace) vlpersistence.IFace {
 			if err := old.Shutdown(); err != nil {
 				t.Fatalf("Shutdown: %v", err)
 			}
-			return open(t, get(old).tgt)
+			return open(t, get(old).tgt, false)
 		},
 		Break: func(t testing.TB, inst vlpersistence.IFace) { get(inst).tr.setCut() },
 	}
@@ -155,7 +156,7 @@ func minioBackend(mode s3persist.Durability) persistencetest.Backend {
 		b.Crash = func(t testing.TB, old vlpersistence.IFace) vlpersistence.IFace {
 			o := get(old)
 			o.tr.setCut()
-			return open(t, o.tgt)
+			return open(t, o.tgt, true)
 		}
 	}
 	return b

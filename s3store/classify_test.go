@@ -23,6 +23,7 @@ func TestClassifyMapsMinioErrorCodes(t *testing.T) {
 		{"SignatureDoesNotMatch", 403, ErrAccessDenied},
 		{"ExpiredToken", 400, ErrAccessDenied},
 		{"InvalidToken", 400, ErrAccessDenied},
+		{"InvalidTokenId", 403, ErrAccessDenied}, // MinIO: a session token it does not know
 		{"AllAccessDisabled", 403, ErrAccessDenied},
 		{"PreconditionFailed", 412, ErrPreconditionFailed},
 		{"ConditionalRequestConflict", 409, ErrPreconditionFailed},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/encrypt"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
@@ -43,8 +44,9 @@ const MaxDeleteBatch = 1000
 // MinioConfig configures NewMinio. Endpoint and Bucket are required; every other
 // field's zero value means its documented default.
 //
-// The credentials never appear in errors, and String, GoString and LogValue redact
-// them, so a MinioConfig can be logged.
+// The credentials and the SSE-C key never appear in errors, and String, GoString and
+// LogValue redact them, so a MinioConfig can be printed with any verb and logged with
+// log/slog. (Other encoders, encoding/json for one, see the fields as they are.)
 type MinioConfig struct {
 	// Endpoint is the server as host or host:port, without a scheme, for example
 	// "127.0.0.1:9000" or "s3.eu-west-1.amazonaws.com". Required.
@@ -72,17 +74,39 @@ type MinioConfig struct {
 	// CreateBucket creates Bucket when it does not exist. Default false: a missing
 	// bucket fails NewMinio with ErrNoSuchBucket.
 	CreateBucket bool
+	// CheckPrefix makes the bucket check of NewMinio a listing of at most one key under
+	// this prefix (s3:ListBucket with that s3:prefix) instead of a HeadBucket request,
+	// which IAM allows only with s3:ListBucket on the whole bucket. So credentials whose
+	// policy scopes listings to a prefix pass the check. s3persist.New sets it to
+	// Config.Prefix. Empty, or a valid key prefix ending in "/". Default "": HeadBucket.
+	CheckPrefix string
 	// ContentType is the Content-Type of every object Put stores. Default
 	// "application/octet-stream".
 	ContentType string
 
+	// SSE is the server-side encryption of every object Put stores:
+	// encrypt.NewSSE() for SSE-S3 (keys managed by the server), encrypt.NewSSEKMS(keyID,
+	// context) for SSE-KMS (a key of the server's KMS), or encrypt.NewSSEC(key) for
+	// SSE-C (a 32-byte key of yours, sent with every Put and Get, which the server does
+	// not keep: lose it and the objects cannot be read; S3 accepts it only over HTTPS, so
+	// SSE-C requires Secure). Reads of SSE-S3 and SSE-KMS objects need no key. The
+	// setting applies to new writes only: objects written before keep their encryption,
+	// and with SSE-C a Get of an object written with another key (or none) fails.
+	// Default nil: no encryption header, so the bucket's default encryption, if any.
+	SSE encrypt.ServerSide
+
 	// Transport carries every request. It is the hook for fault injection and latency
 	// RoundTrippers: wrap http.DefaultTransport or a transport of your own. It is not
-	// closed by Close. Default nil: a transport of the store's own, with the limits
-	// below, closed by Close.
+	// closed by Close. RootCAs and MaxIdleConns apply only to the store's own transport,
+	// so with a Transport of yours, configure TLS (a private CA, a client certificate)
+	// and the pool in it: for a private CA, clone http.DefaultTransport and set its
+	// TLSClientConfig.RootCAs. Default nil: a transport of the store's own, with the
+	// limits below, closed by Close.
 	Transport http.RoundTripper
-	// RootCAs verifies the server's certificate, for a server behind a private CA.
-	// Only with Secure and without Transport. Default nil: the system roots.
+	// RootCAs verifies the server's certificate, for a server behind a private CA:
+	// build it with x509.NewCertPool and AppendCertsFromPEM (or x509.SystemCertPool to
+	// add to the system roots). Only with Secure and without Transport. Default nil: the
+	// system roots.
 	RootCAs *x509.CertPool
 	// MaxIdleConns is how many idle connections to the endpoint the store's own
 	// transport keeps for reuse. Set it to at least the number of requests in flight
@@ -124,6 +148,10 @@ func (c MinioConfig) Validate() error {
 		return bad("SessionToken is set but AccessKey is empty")
 	case c.AccessKey != "" && c.SecretKey == "":
 		return bad("AccessKey is set but SecretKey is empty")
+	case c.SSE != nil && c.SSE.Type() == encrypt.SSEC && !c.Secure:
+		return bad("SSE is SSE-C but Secure is false: S3 accepts a customer key only over HTTPS")
+	case c.CheckPrefix != "" && (!strings.HasSuffix(c.CheckPrefix, "/") || ValidateKey(c.CheckPrefix+"x") != nil):
+		return bad("CheckPrefix %q must be empty or a valid key prefix ending in \"/\"", c.CheckPrefix)
 	case c.RootCAs != nil && !c.Secure:
 		return bad("RootCAs is set but Secure is false")
 	case c.RootCAs != nil && c.Transport != nil:
@@ -169,9 +197,13 @@ func (c MinioConfig) String() string {
 		}
 		return "[redacted]"
 	}
-	return fmt.Sprintf("MinioConfig{Endpoint:%q Secure:%t Region:%q Bucket:%q AccessKey:%s SecretKey:%s SessionToken:%s CreateBucket:%t ContentType:%q Transport:%T RootCAs:%t MaxIdleConns:%d RequestTimeout:%v MaxRetries:%d}",
+	sse := "none"
+	if c.SSE != nil {
+		sse = string(c.SSE.Type()) // never the key, nor the KMS key id and context
+	}
+	return fmt.Sprintf("MinioConfig{Endpoint:%q Secure:%t Region:%q Bucket:%q AccessKey:%s SecretKey:%s SessionToken:%s CreateBucket:%t CheckPrefix:%q ContentType:%q SSE:%s Transport:%T RootCAs:%t MaxIdleConns:%d RequestTimeout:%v MaxRetries:%d}",
 		c.Endpoint, c.Secure, c.Region, c.Bucket, redact(c.AccessKey), redact(c.SecretKey), redact(c.SessionToken),
-		c.CreateBucket, c.ContentType, c.Transport, c.RootCAs != nil, c.MaxIdleConns, c.RequestTimeout, c.MaxRetries)
+		c.CreateBucket, c.CheckPrefix, c.ContentType, sse, c.Transport, c.RootCAs != nil, c.MaxIdleConns, c.RequestTimeout, c.MaxRetries)
 }
 
 // GoString is String, so that %#v redacts too.
@@ -198,6 +230,7 @@ type Minio struct {
 
 	bucket      string
 	contentType string
+	sse         encrypt.ServerSide
 	timeout     time.Duration
 }
 
@@ -225,7 +258,7 @@ func NewMinio(ctx context.Context, cfg MinioConfig) (*Minio, error) {
 			&credentials.IAM{},
 		})
 	}
-	m := &Minio{bucket: cfg.Bucket, contentType: cfg.ContentType, timeout: cfg.RequestTimeout}
+	m := &Minio{bucket: cfg.Bucket, contentType: cfg.ContentType, sse: cfg.SSE, timeout: cfg.RequestTimeout}
 	rt := cfg.Transport
 	if rt == nil {
 		m.own = newTransport(cfg)
@@ -300,6 +333,15 @@ func (m *Minio) openBucket(ctx context.Context, cfg MinioConfig, newCore func(ht
 		}
 		err = m.timeoutError(rctx, err)
 		responded, last := probeRT.result()
+		if hint := tlsHint(err, last); hint != "" {
+			where += " (" + hint + ")"
+		}
+		if resp := minio.ToErrorResponse(err); !cfg.Secure && resp.StatusCode == http.StatusBadRequest &&
+			(resp.Code == "" || strings.HasPrefix(resp.Code, "400")) {
+			// An HTTPS server answers a plain HTTP request with a bare 400, whose status
+			// line minio-go takes as the code.
+			where += " (a bare 400 answer: if the endpoint serves HTTPS, set Secure)"
+		}
 		if responded {
 			return fmt.Errorf("%s: %w", where, err)
 		}
@@ -308,7 +350,7 @@ func (m *Minio) openBucket(ctx context.Context, cfg MinioConfig, newCore func(ht
 		}
 		return fmt.Errorf("%s: %w: %w", where, ErrUnreachable, err)
 	}
-	exists, err := probe.BucketExists(rctx, cfg.Bucket)
+	exists, err := bucketExists(rctx, probe, cfg)
 	switch {
 	case err != nil:
 		return fail(err)
@@ -322,6 +364,51 @@ func (m *Minio) openBucket(ctx context.Context, cfg MinioConfig, newCore func(ht
 		return fail(err)
 	}
 	return nil
+}
+
+// bucketExists checks the bucket and the credentials with one request: HeadBucket, or
+// a listing of one key under cfg.CheckPrefix.
+func bucketExists(ctx context.Context, probe *minio.Core, cfg MinioConfig) (bool, error) {
+	if cfg.CheckPrefix == "" {
+		return probe.BucketExists(ctx, cfg.Bucket)
+	}
+	opts := minio.ListObjectsOptions{Prefix: cfg.CheckPrefix, Recursive: true, MaxKeys: 1, FetchOwner: new(false)}
+	for obj := range probe.ListObjectsIter(ctx, cfg.Bucket, opts) {
+		if obj.Err != nil {
+			if classify(obj.Err) == ErrNoSuchBucket {
+				return false, nil
+			}
+			return false, obj.Err
+		}
+		break // one key is enough: no second request
+	}
+	if err := ctx.Err(); err != nil { // the iterator ends silently when ctx does
+		return false, err
+	}
+	return true, nil
+}
+
+// tlsHint says what to do about an error that is a failed verification of the
+// server's certificate, or "" for any other error.
+func tlsHint(errs ...error) string {
+	for _, err := range errs {
+		var unknownCA x509.UnknownAuthorityError
+		var hostname x509.HostnameError
+		var invalid x509.CertificateInvalidError
+		var record tls.RecordHeaderError
+		switch {
+		case errors.As(err, &unknownCA):
+			return "TLS: the server's certificate is signed by an unknown authority; " +
+				"for a private CA, set RootCAs (or the TLS config of your Transport) to it"
+		case errors.As(err, &hostname):
+			return "TLS: the server's certificate is not valid for the Endpoint's host name"
+		case errors.As(err, &invalid):
+			return "TLS: the server's certificate is not valid (expired, or not for a server)"
+		case errors.As(err, &record):
+			return "TLS: the server does not speak TLS; is Secure wrong?"
+		}
+	}
+	return ""
 }
 
 // probeTransport records whether any response came back, and the last transport error.
@@ -383,7 +470,7 @@ func classify(err error) error {
 	case minio.NoSuchBucket:
 		return ErrNoSuchBucket
 	case minio.AccessDenied, "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-		"InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem":
+		"InvalidToken", "InvalidTokenId", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem":
 		return ErrAccessDenied
 	case minio.PreconditionFailed, "ConditionalRequestConflict":
 		// AWS answers 409 ConditionalRequestConflict to a conditional write that races
@@ -411,7 +498,7 @@ func (m *Minio) Put(ctx context.Context, key string, data []byte, opts PutOption
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	po := minio.PutObjectOptions{ContentType: m.contentType}
+	po := minio.PutObjectOptions{ContentType: m.contentType, ServerSideEncryption: m.sse}
 	client := m.core
 	switch {
 	case opts.IfNoneMatch:
@@ -443,8 +530,13 @@ func (m *Minio) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error)
 	}
 	rctx, cancel := m.requestContext(ctx)
 	defer cancel()
-	body, info, _, err := m.core.GetObject(rctx, m.bucket, key, minio.GetObjectOptions{})
+	// minio-go sends the key of SSE-C only; SSE-S3 and SSE-KMS need nothing on a read.
+	body, info, _, err := m.core.GetObject(rctx, m.bucket, key, minio.GetObjectOptions{ServerSideEncryption: m.sse})
 	if err != nil {
+		if m.sse != nil && m.sse.Type() == encrypt.SSEC && classify(err) == ErrAccessDenied {
+			// S3 and MinIO refuse a wrong customer key as they refuse wrong credentials.
+			return nil, ObjectInfo{}, opError("get", key, fmt.Errorf("%w (or the object was written with another SSE-C key): %w", ErrAccessDenied, err))
+		}
 		return nil, ObjectInfo{}, m.fail(rctx, "get", key, err)
 	}
 	defer body.Close()

@@ -3,6 +3,8 @@ package miniotest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +48,10 @@ type binaryServer struct {
 	addr    string // S3 API, 127.0.0.1:port
 	console string // console, 127.0.0.1:port
 	env     []string
+	// certsDir is MinIO's --certs-dir and roots the pool of the CA that signed its
+	// certificate, for a TLS server; "" and nil for plain HTTP.
+	certsDir string
+	roots    *x509.CertPool
 
 	mu    sync.Mutex
 	state int
@@ -91,6 +97,11 @@ func isExecutable(p string) bool {
 // startBinary starts bin as a MinIO server on free local ports over a new temporary
 // directory and waits until it is healthy.
 func startBinary(ctx context.Context, bin string) (*Server, error) {
+	return startBinaryWith(ctx, bin, Options{})
+}
+
+// startBinaryWith is startBinary with the features of opts.
+func startBinaryWith(ctx context.Context, bin string, opts Options) (*Server, error) {
 	if !isExecutable(bin) {
 		return nil, fmt.Errorf("miniotest: %s=%q is not an executable file; run `bash scripts/install-minio.sh` "+
 			"and set %s to the path it prints", EnvMinioBin, bin, EnvMinioBin)
@@ -131,6 +142,19 @@ func startBinary(ctx context.Context, bin string) (*Server, error) {
 	if err := os.Mkdir(b.dataDir, 0o700); err != nil {
 		return fail(fmt.Errorf("miniotest: %w", err))
 	}
+	if opts.TLS {
+		b.certsDir = filepath.Join(root, certsDirName)
+		if b.roots, err = writeServerCerts(b.certsDir); err != nil {
+			return fail(err)
+		}
+	}
+	if opts.KMS {
+		kms, err := kmsSecretKeyEnv()
+		if err != nil {
+			return fail(err)
+		}
+		b.env = append(b.env, kms)
+	}
 
 	// The free ports are only free when checked: another process may take one before
 	// MinIO binds it. Then MinIO exits, and another pair is tried.
@@ -155,6 +179,8 @@ func startBinary(ctx context.Context, bin string) (*Server, error) {
 		Endpoint:  b.addr,
 		AccessKey: "s3p" + user,
 		SecretKey: password,
+		Secure:    opts.TLS,
+		RootCAs:   b.roots,
 		Region:    DefaultRegion,
 		Kind:      KindBinary,
 		bin:       b,
@@ -177,7 +203,11 @@ func (b *binaryServer) launchAndWait(ctx context.Context) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := waitHealthy(ctx, "http://"+b.addr, p.done); err != nil {
+	scheme := "http://"
+	if b.roots != nil {
+		scheme = "https://"
+	}
+	if err := waitHealthyTLS(ctx, scheme+b.addr, tlsConfig(b.roots), p.done); err != nil {
 		_ = p.kill()
 		if errors.Is(err, errExited) {
 			err = fmt.Errorf("%w (%v)", err, p.err) // p.done is closed: p.err is set
@@ -201,7 +231,11 @@ func (b *binaryServer) launch() (*process, error) {
 	}
 	defer logFile.Close() // the child has its own copy of the descriptor
 	fmt.Fprintf(logFile, "=== miniotest %s: starting %s on %s\n", time.Now().Format(time.RFC3339Nano), b.bin, b.addr)
-	cmd := exec.Command(b.bin, "server", "--address", b.addr, "--console-address", b.console, b.dataDir)
+	args := []string{"server", "--address", b.addr, "--console-address", b.console}
+	if b.certsDir != "" {
+		args = append(args, "--certs-dir", b.certsDir)
+	}
+	cmd := exec.Command(b.bin, append(args, b.dataDir)...)
 	cmd.Env = b.env
 	cmd.Dir = b.root
 	// An *os.File as Stdout and Stderr is handed to the child as is: no copying
@@ -381,9 +415,17 @@ func (b *binaryServer) logTail(start int64) string {
 // waitHealthy polls the server at baseURL until it reports that it serves requests, for
 // at most StartTimeout. It fails early if exited is closed (the process has exited).
 func waitHealthy(ctx context.Context, baseURL string, exited <-chan struct{}) error {
+	return waitHealthyTLS(ctx, baseURL, nil, exited)
+}
+
+// waitHealthyTLS is waitHealthy for an https baseURL, verified with tlsConf.
+func waitHealthyTLS(ctx context.Context, baseURL string, tlsConf *tls.Config, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
+	if tlsConf != nil {
+		client.Transport = &http.Transport{TLSClientConfig: tlsConf}
+	}
 	defer client.CloseIdleConnections()
 	// live: the HTTP server is up. cluster: the object layer, bucket metadata and IAM are
 	// initialised, so that S3 requests succeed.

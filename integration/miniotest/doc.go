@@ -46,6 +46,14 @@
 // Linux the process also gets SIGKILL if the test binary dies without calling Stop, and
 // directories left by such test binaries are removed by the next Start.
 //
+// # TLS and KMS
+//
+// [StartBinary] starts a binary server of a test's own with [Options]: TLS serves HTTPS
+// only, with a certificate for 127.0.0.1 signed by a CA made for that server alone
+// ([Server].RootCAs; [Server.Client] trusts it, nothing else does); KMS gives it a
+// built-in KMS key named [KMSKeyName] for SSE-S3 and SSE-KMS. Without a binary its error
+// wraps errors.ErrUnsupported, so the test can skip (as with an external S3 service).
+//
 // # Use in a test package
 //
 // One server per test binary, started in TestMain:

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -73,6 +74,10 @@ type Server struct {
 	Secure    bool // HTTPS
 	Region    string
 	Kind      string // KindExternal, KindDocker or KindBinary
+
+	// RootCAs holds the CA of a server started with Options.TLS; nil otherwise (the
+	// system roots verify an external HTTPS service).
+	RootCAs *x509.CertPool
 
 	// sharedBucket is the existing bucket of the external mode (EnvBucket), or "".
 	sharedBucket string
@@ -181,6 +186,9 @@ func (s *Server) newClient() (*minio.Client, *http.Transport, error) {
 	tr, err := minio.DefaultTransport(s.Secure)
 	if err != nil {
 		return nil, nil, fmt.Errorf("miniotest: transport for %s: %w", s.Endpoint, err)
+	}
+	if s.RootCAs != nil {
+		tr.TLSClientConfig = tlsConfig(s.RootCAs)
 	}
 	c, err := minio.New(s.Endpoint, &minio.Options{
 		Creds:     credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
