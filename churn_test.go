@@ -273,7 +273,9 @@ func TestChurnLeavesOnlyWhatTheLiveDataNeeds(t *testing.T) {
 			crashesAfterFlush++
 		case 1: // dies at a random request of a checkpoint, then the process is gone
 			after := rng.IntN(40)
-			restore := f.swapStore(func(s s3store.Store) s3store.Store { return &dyingStore{Store: s, after: after} })
+			restore := f.swapStore(func(s s3store.Store) s3store.Store {
+				return s3store.NewInjector(s, s3store.FailNth(int64(after+1), s3store.CrashBefore))
+			})
 			_ = f.p.Checkpoint(context.Background())
 			restore()
 			f.crash()

@@ -500,8 +500,13 @@ func (p *Persistence) Shutdown() error {
 	defer cancel()
 	start := time.Now()
 	// A checkpoint in flight may finish (its requests would otherwise be cut, and a cut
-	// PUT can still land after Shutdown returned), within the deadline.
+	// PUT can still land after Shutdown returned), within the deadline. The journal is
+	// flushed at the same time, not after it: a slow checkpoint must not use up the
+	// deadline that the changes not yet durable need (the journal holds them all, and
+	// a checkpoint adds nothing to it).
 	close(p.stopping)
+	journalClosed := make(chan error, 1)
+	go func() { journalClosed <- p.journal.b.Close(ctx) }() // owned: awaited below
 	stopped := make(chan struct{})
 	go func() { p.bg.Wait(); close(stopped) }()
 	select {
@@ -511,7 +516,7 @@ func (p *Persistence) Shutdown() error {
 		<-stopped
 	}
 	p.bgCancel()
-	err := p.journal.b.Close(ctx)
+	err := <-journalClosed
 	if err != nil {
 		st := p.journal.b.Stats()
 		err = fmt.Errorf("%d journaled changes (%d bytes) of sessions are not durable and are lost with this process: %w",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -354,91 +355,64 @@ func TestAsyncCrashAfterFlushLosesNothing(t *testing.T) {
 }
 
 // A checkpoint that dies at any request loses nothing: for every k, the k-th request of
-// the checkpoint and all after it fail (the process died there), and a new instance finds
-// every session and packet, in order.
+// the checkpoint is not applied (CrashBefore) or applied with its answer lost
+// (CrashAfter), all after it fail (the process died there), and a new instance finds
+// every session and packet, in order. crash_test.go does the same for a whole workload.
 func TestACheckpointDyingAtAnyRequestLosesNothing(t *testing.T) {
-	for k := 0; ; k++ {
-		f := newFixture(t, Config{})
-		want := map[string][]string{}
-		for i := range 6 {
-			id := fmt.Sprint("c", i)
-			f.mustCreate(id)
-			for j := range 3 {
-				f.mustStore(id, fmt.Sprint(i, "-", j))
-				want[id] = append(want[id], fmt.Sprint(i, "-", j))
+	for _, fault := range []s3store.Fault{s3store.CrashBefore, s3store.CrashAfter} {
+		for k := int64(1); ; k++ {
+			if !checkpointDyingAt(t, fault, k) {
+				if k == 1 {
+					t.Fatal("the checkpoint made no request")
+				}
+				t.Logf("checked a checkpoint dying (%v) at each of its %d requests", fault, k-1)
+				break
 			}
 		}
-		f.flush()
-		f.checkpoint() // a first checkpoint, so the second has old batches to drop
-		f.drain("c0", f.s.PacketsForEachQoS12, keepNone)
-		want["c0"] = nil
-		f.drain("c1", f.s.PacketsForEachQoS12, func(s string) bool { return s != "1-0" })
-		want["c1"] = want["c1"][1:]
-		if err := f.s.Delete([]byte("c2")); err != nil {
-			t.Fatal(err)
-		}
-		delete(want, "c2")
-		f.mustStore("c3", "3-3")
-		want["c3"] = append(want["c3"], "3-3")
-		f.flush()
-		f.count.Reset()
-		dying := &dyingStore{Store: f.count, after: k}
-		f.p.store = dying
-		err := f.p.Checkpoint(context.Background())
-		f.p.store = f.count
-		f.crash()
-		for id, w := range want {
-			if got := f.drain(id, f.s.PacketsForEachQoS12, keepAll); strings.Join(got, ",") != strings.Join(w, ",") {
-				t.Fatalf("checkpoint dying at request %d: queue of %s: %v, want %v", k, id, got, w)
-			}
-		}
-		if n := f.s.Count(); n != uint64(len(want)) {
-			t.Fatalf("checkpoint dying at request %d: %d sessions, want %d", k, n, len(want))
-		}
-		if err == nil {
-			if k == 0 {
-				t.Fatal("the checkpoint made no request")
-			}
-			t.Logf("checked a checkpoint dying at each of its %d requests", k)
-			return
-		}
 	}
 }
 
-// dyingStore fails request number after (counting from 0) and every one after it.
-type dyingStore struct {
-	s3store.Store
-	mu    sync.Mutex
-	n     int
-	after int
-}
-
-func (d *dyingStore) dead() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.n++
-	return d.n > d.after
-}
-
-func (d *dyingStore) Put(ctx context.Context, key string, data []byte, opts s3store.PutOptions) (s3store.ObjectInfo, error) {
-	if d.dead() {
-		return s3store.ObjectInfo{}, s3store.ErrInjected
+// checkpointDyingAt runs a checkpoint that dies at request k and checks what a new
+// instance finds; it returns false when the checkpoint completed before request k.
+func checkpointDyingAt(t *testing.T, fault s3store.Fault, k int64) bool {
+	f := newFixture(t, Config{})
+	want := map[string][]string{}
+	for i := range 6 {
+		id := fmt.Sprint("c", i)
+		f.mustCreate(id)
+		for j := range 3 {
+			f.mustStore(id, fmt.Sprint(i, "-", j))
+			want[id] = append(want[id], fmt.Sprint(i, "-", j))
+		}
 	}
-	return d.Store.Put(ctx, key, data, opts)
-}
-
-func (d *dyingStore) Get(ctx context.Context, key string) ([]byte, s3store.ObjectInfo, error) {
-	if d.dead() {
-		return nil, s3store.ObjectInfo{}, s3store.ErrInjected
+	f.flush()
+	f.checkpoint() // a first checkpoint, so the second has old batches to drop
+	f.drain("c0", f.s.PacketsForEachQoS12, keepNone)
+	want["c0"] = nil
+	f.drain("c1", f.s.PacketsForEachQoS12, func(s string) bool { return s != "1-0" })
+	want["c1"] = want["c1"][1:]
+	if err := f.s.Delete([]byte("c2")); err != nil {
+		t.Fatal(err)
 	}
-	return d.Store.Get(ctx, key)
-}
-
-func (d *dyingStore) DeleteMany(ctx context.Context, keys []string) error {
-	if d.dead() {
-		return s3store.ErrInjected
+	delete(want, "c2")
+	f.mustStore("c3", "3-3")
+	want["c3"] = append(want["c3"], "3-3")
+	f.flush()
+	dying := s3store.NewInjector(f.count, s3store.FailNth(k, fault))
+	f.p.store = dying
+	err := f.p.Checkpoint(context.Background())
+	dying.Kill()
+	f.p.store = f.count
+	f.crash()
+	for id, w := range want {
+		if got := f.drain(id, f.s.PacketsForEachQoS12, keepAll); strings.Join(got, ",") != strings.Join(w, ",") {
+			t.Fatalf("checkpoint dying (%v) at request %d: queue of %s: %v, want %v", fault, k, id, got, w)
+		}
 	}
-	return d.Store.DeleteMany(ctx, keys)
+	if n := f.s.Count(); n != uint64(len(want)) {
+		t.Fatalf("checkpoint dying (%v) at request %d: %d sessions, want %d", fault, k, n, len(want))
+	}
+	return err != nil
 }
 
 func TestCorruptObjectsAreReportedAndTheRestLoads(t *testing.T) {
@@ -784,5 +758,48 @@ func TestPacketsBeyondTheCacheAreReadFromTheirObjects(t *testing.T) {
 	st := f.p.Stats().Cache
 	if st.Misses == 0 || f.count.Stats().Gets == 0 || st.Bytes > 1000 {
 		t.Fatalf("cache %+v, %d gets: want misses served by GETs within the budget", st, f.count.Stats().Gets)
+	}
+}
+
+// A checkpoint still running when Shutdown starts does not use up the deadline the
+// journal needs: the changes accepted before Shutdown are made durable even when the
+// checkpoint outlives ShutdownTimeout (it is cancelled then).
+func TestShutdownFlushesTheJournalWhileASlowCheckpointRuns(t *testing.T) {
+	mem := s3store.NewMemory()
+	slowShard := make(chan struct{})
+	var once sync.Once
+	inj := s3store.NewInjector(mem, func(r s3store.Request) s3store.Action {
+		if r.Op == "put" && strings.HasPrefix(r.Key, indexRoot) {
+			once.Do(func() { close(slowShard) })
+			return s3store.Action{Delay: time.Hour} // ends with the checkpoint's ctx
+		}
+		return s3store.Action{}
+	})
+	p, err := New(context.Background(), Config{Store: inj, FlushInterval: time.Hour, CheckpointInterval: time.Hour,
+		ShutdownTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := p.Sessions()
+	if err := s.Create([]byte("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.kickCheckpoint()
+	<-slowShard // the background checkpoint is writing its index shards
+	if err := s.PacketStoreQoS12([]byte("a"), pkt("after the checkpoint started")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(); err != nil {
+		t.Fatalf("Shutdown during a slow checkpoint: %v", err)
+	}
+	f := &fixture{t: t, mem: mem}
+	f.cfg = Config{ForceTakeover: true} // the release may not fit in what the checkpoint left of the deadline
+	f.open()
+	defer f.p.Shutdown()
+	if got := f.drain("a", f.s.PacketsForEachQoS12, keepAll); !slices.Equal(got, []string{"after the checkpoint started"}) {
+		t.Fatalf("after Shutdown during a slow checkpoint: %v", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -246,4 +247,18 @@ func (m *Memory) Keys() []string {
 func md5Hex(data []byte) string {
 	sum := md5.Sum(data)
 	return hex.EncodeToString(sum[:])
+}
+
+// Clone returns a new, open store holding the same objects with the same ETags: a copy
+// of a bucket at one moment, for tests that start many runs from one state. Object data
+// is immutable inside a store, so the copy shares it.
+func (m *Memory) Clone() *Memory {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return &Memory{
+		objects: maps.Clone(m.objects),
+		below:   maps.Clone(m.below),
+		sorted:  slices.Clone(m.sorted),
+		dirty:   m.dirty,
+	}
 }

@@ -408,3 +408,45 @@ func TestDelayedConformance(t *testing.T) {
 		return s3store.NewDelayed(newMemory(t), time.Millisecond)
 	})
 }
+
+func TestMemoryCloneIsAnIndependentCopy(t *testing.T) {
+	ctx := t.Context()
+	m := newMemory(t)
+	for _, k := range []string{"b", "a/x", "c"} {
+		if _, err := m.Put(ctx, k, []byte(k), s3store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := m.Clone()
+	defer c.Close()
+	if _, err := m.Put(ctx, "b", []byte("changed"), s3store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "a/y", []byte("new"), s3store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "a", nil, s3store.PutOptions{}); !errors.Is(err, s3store.ErrInvalidKey) {
+		t.Fatalf("the clone lost the nesting rule: %v", err)
+	}
+	if data, _, err := c.Get(ctx, "b"); err != nil || string(data) != "b" {
+		t.Fatalf("clone Get(b) = %q, %v", data, err)
+	}
+	page, err := c.List(ctx, "", "", 0)
+	if err != nil || !slices.Equal(keysOf(page.Objects), []string{"a/x", "a/y", "b"}) {
+		t.Fatalf("clone List = %+v, %v", page, err)
+	}
+	if !slices.Equal(m.Keys(), []string{"a/x", "b", "c"}) {
+		t.Fatalf("the original changed with its clone: %q", m.Keys())
+	}
+}
+
+func keysOf(objs []s3store.ObjectInfo) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Key)
+	}
+	return out
+}
