@@ -417,18 +417,26 @@ func (f *fencingStore) DeleteMany(ctx context.Context, keys []string) error {
 // Close implements s3store.Store; the wrapped store belongs to Persistence.
 func (f *fencingStore) Close() error { return nil }
 
-// takeOwnership checks that the store honours conditional writes, takes ownership of
-// the prefix and starts the renewals. It returns the previous owner's record.
+// takeOwnership takes ownership of the prefix, checks that the store honours conditional
+// writes, and starts the renewals. It returns the previous owner's record.
+//
+// The check runs once the prefix is owned, so that only an owner writes probe objects and
+// its garbage collection can delete those a crash left behind. On a store without
+// conditional writes no instance ever passes the check, so none ever runs as the owner
+// whose record the acquisition could have overwritten.
 func (p *Persistence) takeOwnership(ctx context.Context, store s3store.Store) (ownerRecord, error) {
 	l, err := newLease(store, p.cfg.LeaseTTL, p.log)
 	if err != nil {
 		return ownerRecord{}, err
 	}
-	if err := l.checkConditionalWrites(ctx); err != nil {
-		return ownerRecord{}, err
-	}
 	prev, err := l.acquire(ctx, p.cfg.ForceTakeover)
 	if err != nil {
+		return ownerRecord{}, err
+	}
+	if err := l.checkConditionalWrites(ctx); err != nil {
+		if rerr := l.release(ctx); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return ownerRecord{}, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())

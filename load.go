@@ -516,7 +516,8 @@ func (p *Persistence) replay(rec *journalRecord) {
 
 // collectGarbage deletes, once after start, the objects under c/ that no session needs:
 // batch objects of earlier processes that no index names (left by a crash during a
-// checkpoint, or by a failed deletion), and session records of ids that do not exist.
+// checkpoint, or by a failed deletion), session records of ids that do not exist, and
+// probe objects of the conditional-write self-test that a crash left behind.
 // It runs in the background, owned by Persistence, and holds the checkpoint lock while it
 // decides and deletes, so that it never races with a checkpoint writing new objects.
 func (p *Persistence) collectGarbage() {
@@ -532,6 +533,7 @@ func (p *Persistence) collectGarbage() {
 		}
 	}()
 	var candidates []parsedKey
+	var probes []string
 	err := s3store.ListAll(ctx, p.store, clientsRoot, func(o s3store.ObjectInfo) error {
 		pk, err := parseClientKey(o.Key)
 		if err == nil {
@@ -539,6 +541,14 @@ func (p *Persistence) collectGarbage() {
 		}
 		return nil
 	})
+	if err == nil {
+		// Probe objects of New's self-test that a crash left behind: only owners write
+		// them, and this instance deleted its own.
+		err = s3store.ListAll(ctx, p.store, probeRoot, func(o s3store.ObjectInfo) error {
+			probes = append(probes, o.Key)
+			return nil
+		})
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			p.log.Warn("s3persist: garbage collection could not list the sessions; it runs again at the next start", "err", err)
@@ -569,7 +579,7 @@ func (p *Persistence) collectGarbage() {
 	}
 	p.tableMu.RUnlock()
 	first := p.seq.first()
-	var garbage []string
+	garbage := probes
 	for _, pk := range candidates {
 		hh, _ := strconv.ParseUint(pk.prefix[len(clientsRoot):len(clientsRoot)+2], 16, 8)
 		if p.frozen[hh] {
