@@ -473,16 +473,24 @@ func (p *Persistence) seal(ctx context.Context) error {
 }
 
 // stopLease stops the renewals and, if release is set and the instance was not fenced,
-// marks the prefix released so that the next instance starts at once.
-func (p *Persistence) stopLease(ctx context.Context, release bool) {
+// marks the prefix released so that the next instance starts at once. The release is
+// the last renewal: when it succeeds, everything this instance uploaded before belongs to
+// the prefix's state. It returns ErrFenced (wrapped) if the instance is fenced; a release
+// that fails otherwise is only logged.
+func (p *Persistence) stopLease(ctx context.Context, release bool) error {
 	p.leaseCancel()
 	<-p.leaseDone
-	if !release || p.lease.fencedErr() != nil {
-		return
+	if err := p.lease.fencedErr(); err != nil || !release {
+		return err
 	}
-	if err := p.lease.release(ctx); err != nil {
+	err := p.lease.release(ctx)
+	if errors.Is(err, ErrFenced) {
+		return err
+	}
+	if err != nil {
 		p.log.Warn("s3persist: could not release the bucket prefix; the next instance waits for the lease to expire", "err", err, "lease", p.cfg.LeaseTTL)
 	}
+	return nil
 }
 
 // Fenced returns a channel that is closed when another instance took over the bucket

@@ -151,8 +151,9 @@ type Config struct {
 	// ForceTakeover makes New take the bucket prefix at once, without waiting for the
 	// current owner to release it or for its lease to expire. Use it only when that
 	// owner is known to be gone (its machine was destroyed): if it still runs, it is
-	// fenced at its next renewal, and the request it is sending at that moment may
-	// still land. Default: false.
+	// fenced at its next renewal (within LeaseTTL/3), and the changes it accepted until
+	// then, Sync calls that returned included, are not part of the new owner's state.
+	// Default: false.
 	ForceTakeover bool
 
 	// Logger receives start-up, checkpoint, garbage-collection and error reports.
@@ -415,7 +416,7 @@ func New(ctx context.Context, cfg Config) (*Persistence, error) {
 		err = p.seal(ctx)
 	}
 	if err != nil {
-		p.stopLease(ctx, true)
+		_ = p.stopLease(ctx, true)
 		p.closeOwnedStore()
 		return nil, err
 	}
@@ -465,7 +466,9 @@ func (p *Persistence) System() (vlpersistence.System, error) {
 }
 
 // Flush makes every change accepted before it durable: when it returns nil, a crash
-// loses nothing that any call before Flush returned nil for. Its error says how much is
+// loses nothing that any call before Flush returned nil for. It ends with a renewal of
+// the ownership lease, so that nil also means that no other instance took the prefix
+// over before these changes landed (fence.go). Its error says how much is
 // not durable. It does not wait for a checkpoint: the journal is durable state.
 func (p *Persistence) Flush(ctx context.Context) error {
 	if p.closed.Load() {
@@ -473,6 +476,12 @@ func (p *Persistence) Flush(ctx context.Context) error {
 	}
 	if err := errors.Join(p.journal.b.Flush(ctx), p.retained.flush(ctx)); err != nil {
 		return fmt.Errorf("s3persist: flush: %w", err)
+	}
+	// Everything is uploaded; it counts only if this instance still owns the prefix: an
+	// instance that took over after these uploads landed has them, one that took over
+	// before may not (fence.go). A renewal after the uploads settles it.
+	if err := p.lease.renew(ctx); err != nil {
+		return fmt.Errorf("s3persist: flush: ownership not confirmed after the uploads: %w", err)
 	}
 	return nil
 }
@@ -523,7 +532,9 @@ func (p *Persistence) Shutdown() error {
 			st.PendingItems, st.PendingBytes, err)
 	}
 	err = errors.Join(err, p.retained.flush(ctx))
-	p.stopLease(ctx, true)
+	if ferr := p.stopLease(ctx, true); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("what this instance wrote may be void for the new owner: %w", ferr))
+	}
 	p.closeOwnedStore()
 	if err != nil {
 		p.log.Error("s3persist: shutdown left changes that are not durable", "err", err)

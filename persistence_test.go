@@ -241,8 +241,8 @@ func TestStoresToManySessionsShareJournalSegments(t *testing.T) {
 		f.mustStore(fmt.Sprint("s", i), "m")
 	}
 	f.flush()
-	if st := f.count.Stats(); st.Puts > 4 || st.Requests() != st.Puts {
-		t.Fatalf("1,000 stores to 1,000 sessions and a Flush: %+v, want at most 4 puts (one per stream)", st)
+	if st := f.count.Stats(); st.Puts > 5 || st.Requests() != st.Puts {
+		t.Fatalf("1,000 stores to 1,000 sessions and a Flush: %+v, want at most 5 puts (one per stream, and the renewal that confirms ownership after them)", st)
 	}
 }
 

@@ -296,7 +296,9 @@ func forceTakeoverFencesLiveOwner(t *testing.T, nb NewBucket) {
 	if err := a.Checkpoint(context.Background()); err == nil {
 		t.Fatal("a checkpoint of the fenced owner succeeded")
 	}
-	_ = a.Shutdown()
+	if err := a.Shutdown(); !errors.Is(err, s3persist.ErrFenced) {
+		t.Fatalf("Shutdown of the fenced owner: %v, want ErrFenced", err)
+	}
 	want := dump(t, b)
 	if got := want["y"]; !slices.Equal(got, []string{"b-1"}) {
 		t.Fatalf("the new owner's y: %v, want [b-1]", got)
