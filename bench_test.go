@@ -178,11 +178,16 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	}
 }
 
-// discard is a store that accepts every put and keeps nothing, so that the heap measured
-// is the instance's own and not the in-memory store's copy of the objects.
+// discard is a store that accepts every put of session data and keeps nothing, so that
+// the heap measured is the instance's own and not the in-memory store's copy of the
+// objects. Conditional puts (the system record, ownership, New's self-test) go to the
+// wrapped store, which honours their conditions.
 type discard struct{ s3store.Store }
 
-func (discard) Put(_ context.Context, key string, data []byte, _ s3store.PutOptions) (s3store.ObjectInfo, error) {
+func (d discard) Put(ctx context.Context, key string, data []byte, opts s3store.PutOptions) (s3store.ObjectInfo, error) {
+	if opts.IfNoneMatch || opts.IfMatch != "" {
+		return d.Store.Put(ctx, key, data, opts)
+	}
 	return s3store.ObjectInfo{Key: key, Size: int64(len(data)), ETag: "discarded"}, nil
 }
 
