@@ -67,8 +67,8 @@ var ErrLeaseExpired = errors.New("s3persist: ownership lease expired; writes wai
 // prefix can be protected, and two instances could corrupt each other's state.
 var ErrNoConditionalWrites = errors.New("s3persist: the object store does not honour conditional writes (If-None-Match / If-Match)")
 
-// takeoverGrace is added to a lease while waiting for it to expire, for clocks that run
-// at slightly different rates.
+// takeoverGraceDivisor: a waiter adds a lease divided by it (a tenth) to the lease while
+// waiting for it to expire, for clocks that run at slightly different rates.
 const takeoverGraceDivisor = 10
 
 // lease is this instance's ownership of the bucket prefix.
