@@ -195,12 +195,13 @@ func (in *Injector) begin(ctx context.Context, op, key string) (f Fault, done fu
 		act = in.plan(Request{N: in.n, Op: op, Key: key})
 	}
 	if act.Delay > 0 {
-		in.stats.Delayed++
-	}
-	in.mu.Unlock()
-	if act.Delay > 0 {
 		// The gate is not held while waiting, so Kill does not wait for the delay; the
-		// request is sent only if the store is still alive after it.
+		// request is sent only if the store is still alive after it. A request without a
+		// delay is numbered and decided in one critical section, so that a request
+		// numbered before a crash is never refused by it and one numbered after it
+		// always is.
+		in.stats.Delayed++
+		in.mu.Unlock()
 		in.gate.RUnlock()
 		t := time.NewTimer(act.Delay)
 		select {
@@ -210,8 +211,8 @@ func (in *Injector) begin(ctx context.Context, op, key string) (f Fault, done fu
 			return Hang, nil, opError(op, key, ctx.Err())
 		}
 		in.gate.RLock()
+		in.mu.Lock()
 	}
-	in.mu.Lock()
 	f = act.Fault
 	switch {
 	case in.dead:
