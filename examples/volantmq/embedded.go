@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
@@ -65,7 +68,7 @@ func startEmbedded(dir, bucket string, lockWait time.Duration) (*embeddedS3, err
 		_ = db.Close()
 		return nil, fmt.Errorf("embedded S3: listen: %w", err)
 	}
-	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
+	faker := gofakes3.New(&lockedBackend{Backend: backend}, gofakes3.WithLogger(gofakes3.DiscardLog()))
 	e := &embeddedS3{
 		db:     db,
 		srv:    &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 10 * time.Second},
@@ -97,4 +100,92 @@ func (e *embeddedS3) Close(ctx context.Context) error {
 		err = errors.Join(err, serr)
 	}
 	return errors.Join(err, e.db.Close())
+}
+
+// lockedBackend works around gofakes3 v1.2.0's s3bolt backend, whose GetObject returns
+// contents that still point into bbolt's memory map after its read transaction ended
+// (its BSON decoding does not copy). A write that grows the file remaps it while a
+// response still streams those bytes, which crashed this module's tests with SIGSEGV;
+// a write that reuses the pages would serve changed bytes. lockedBackend holds a read
+// lock from GetObject until the HTTP layer closes the contents, and every write takes
+// the write lock, so no write transaction runs while such bytes are in use. Request
+// bodies are read before the lock is taken.
+type lockedBackend struct {
+	gofakes3.Backend
+	mu sync.RWMutex
+}
+
+// unlockOnClose releases the read lock of a GetObject when its contents are closed.
+type unlockOnClose struct {
+	io.ReadCloser
+	unlock func()
+}
+
+func (u *unlockOnClose) Close() error {
+	err := u.ReadCloser.Close()
+	u.unlock()
+	return err
+}
+
+func (b *lockedBackend) GetObject(bucket, key string, rng *gofakes3.ObjectRangeRequest) (*gofakes3.Object, error) {
+	b.mu.RLock()
+	obj, err := b.Backend.GetObject(bucket, key, rng)
+	if err != nil || obj == nil || obj.Contents == nil {
+		b.mu.RUnlock()
+		return obj, err
+	}
+	obj.Contents = &unlockOnClose{ReadCloser: obj.Contents, unlock: sync.OnceFunc(b.mu.RUnlock)}
+	return obj, nil
+}
+
+func (b *lockedBackend) HeadObject(bucket, key string) (*gofakes3.Object, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.Backend.HeadObject(bucket, key)
+}
+
+func (b *lockedBackend) PutObject(bucket, key string, meta map[string]string, input io.Reader, size int64, cond *gofakes3.PutConditions) (gofakes3.PutObjectResult, error) {
+	body, err := gofakes3.ReadAll(input, size)
+	if err != nil {
+		return gofakes3.PutObjectResult{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Backend.PutObject(bucket, key, meta, bytes.NewReader(body), size, cond)
+}
+
+func (b *lockedBackend) DeleteObject(bucket, key string) (gofakes3.ObjectDeleteResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Backend.DeleteObject(bucket, key)
+}
+
+func (b *lockedBackend) DeleteMulti(bucket string, keys ...string) (gofakes3.MultiDeleteResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Backend.DeleteMulti(bucket, keys...)
+}
+
+func (b *lockedBackend) CopyObject(srcBucket, srcKey, dstBucket, dstKey string, meta map[string]string) (gofakes3.CopyObjectResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Backend.CopyObject(srcBucket, srcKey, dstBucket, dstKey, meta)
+}
+
+func (b *lockedBackend) CreateBucket(name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Backend.CreateBucket(name)
+}
+
+func (b *lockedBackend) DeleteBucket(name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Backend.DeleteBucket(name)
+}
+
+func (b *lockedBackend) ForceDeleteBucket(name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Backend.ForceDeleteBucket(name)
 }
