@@ -291,13 +291,17 @@ func (l *lease) fence(by string) {
 }
 
 // fencedErr returns ErrFenced (wrapped with what was found) once fenced, else nil.
+// Every call that changes state asks, so the common answer takes no lock: fence sets
+// fencedBy before it closes the channel.
 func (l *lease) fencedErr() error {
+	select {
+	case <-l.fenced:
+	default:
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.fencedBy != "" {
-		return fmt.Errorf("%w (%s)", ErrFenced, l.fencedBy)
-	}
-	return nil
+	return fmt.Errorf("%w (%s)", ErrFenced, l.fencedBy)
 }
 
 // writable returns the deadline by which a write must end. While the lease is expired it
