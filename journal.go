@@ -45,17 +45,33 @@ func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string
 	return j, nil
 }
 
-// add appends an encoded record to a stream. Async: the stream of shard hh. Sync
-// (urgent): the first idle stream from there on, else that one, so that concurrent
-// callers start uploads at once instead of queueing behind one another; the batch
-// holding the record starts uploading as soon as its stream is idle (group commit).
+// journalTail is where a session's last journal record went: its stream and its
+// ticket. Guarded by the mu of the entry it belongs to.
+type journalTail struct {
+	ticket batching.Ticket
+	stream int
+}
+
+// add appends an encoded record of a session to a stream and records it in tail, the
+// session's journalTail. Async: the stream of shard hh, always the same for a session.
+// Sync (urgent): the stream of the session's previous record while that record is not
+// durable, else the first idle stream from hh's on (else hh's), so that concurrent
+// callers of different sessions start uploads at once instead of queueing behind one
+// another; the batch holding the record starts uploading as soon as its stream is idle
+// (group commit).
 //
-// A session's records may thus land in different streams. Nothing depends on a stream's
-// order: recovery sorts every record by number, and every record is a whole fact (a
-// full state, packets, removals) that needs none of its predecessors to apply.
-func (j *journal) add(ctx context.Context, hh int, rec []byte, urgent bool) (batching.Ticket, error) {
+// Either way, a session's records become durable in the order they were made: the
+// segments of one stream land in order, and a record moves to another stream only once
+// every earlier record of its session is durable. So a Sync call that returned nil
+// never depends on an earlier record of its session that a crash could still lose
+// (docs/layout.md, "Recovery").
+func (j *journal) add(ctx context.Context, hh int, tail *journalTail, rec []byte, urgent bool) (batching.Ticket, error) {
 	stream := hh % j.streams
-	if urgent {
+	switch {
+	case !urgent:
+	case tail.ticket != (batching.Ticket{}) && !tail.ticket.Durable():
+		stream = tail.stream
+	default:
 		for i := range j.streams {
 			if k := (stream + i) % j.streams; j.b.Idle(k) {
 				stream = k
@@ -63,7 +79,11 @@ func (j *journal) add(ctx context.Context, hh int, rec []byte, urgent bool) (bat
 			}
 		}
 	}
-	return j.b.Add(ctx, stream, rec, len(rec), urgent)
+	t, err := j.b.Add(ctx, stream, rec, len(rec), urgent)
+	if err == nil {
+		*tail = journalTail{ticket: t, stream: stream}
+	}
+	return t, err
 }
 
 // upload writes one segment. A retry of the same batch writes the same key, so an upload

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -461,57 +462,21 @@ func (p *Persistence) replayJournal(ctx context.Context, prev ownerRecord) ([]st
 	return replayed, len(all), highest, nil
 }
 
-// replay applies one journal record to the table (before New returns: no locks).
+// replay applies one journal record to the table, through the same apply as live calls
+// (before New returns: one goroutine, no locks).
 func (p *Persistence) replay(rec *journalRecord) {
 	// Whatever the record does, its segment will be deleted by the next checkpoint, which
 	// must therefore rewrite the record's shard: a replayed Delete leaves no session
 	// behind to mark it.
 	p.markDirty(shardOf(rec.ID))
 	e := p.table[string(rec.ID)]
-	if e != nil && (rec.Seq <= e.lastRec || e.broken != nil) {
-		return
+	if e == nil {
+		// apply decides whether the record makes a session; replayJournal drops the
+		// entries left without one.
+		e = &entry{id: clone(rec.ID), hh: uint8(shardOf(rec.ID))}
+		p.table[string(e.id)] = e
 	}
-	switch rec.Kind {
-	case recState:
-		if e == nil {
-			e = &entry{id: clone(rec.ID), hh: uint8(shardOf(rec.ID))}
-			p.table[string(e.id)] = e
-		}
-		if !e.exists || e.inc != rec.Inc {
-			if e.exists && rec.Inc < e.inc {
-				return // a record of an earlier incarnation
-			}
-			if e.exists {
-				p.dropSession(e) // a later incarnation whose Delete was lost
-			}
-			e.exists, e.inc, e.q = true, rec.Inc, nil
-			p.live.Add(1)
-		}
-		var st stateRecord
-		if rec.State != nil {
-			st = *rec.State
-		}
-		e.state, e.stateDirty = st.state(), true
-	case recDelete:
-		if e == nil || !e.exists || e.inc != rec.Inc {
-			return
-		}
-		p.dropSession(e)
-	case recPackets:
-		if e == nil || !e.exists || e.inc != rec.Inc {
-			return
-		}
-		pkts := slices.DeleteFunc(rec.Packets, func(pk queuedPacket) bool { return e.q.has(int(pk.Queue), pk.Seq) })
-		p.queuePinned(e, pkts)
-	case recRemove:
-		if e == nil || !e.exists || e.inc != rec.Inc {
-			return
-		}
-		p.applyRemoval(e, rec.Removed)
-	}
-	if e.exists {
-		e.lastRec = rec.Seq
-	}
+	p.apply(e, rec)
 }
 
 // collectGarbage deletes, once after start, the objects under c/ that no session needs:
@@ -559,8 +524,13 @@ func (p *Persistence) collectGarbage() {
 	defer p.ckptMu.Unlock()
 	live := map[string]bool{}   // client prefixes of existing sessions
 	needed := map[string]bool{} // batch keys named by a session
+	// The entries are copied first: waiting for an entry's lock (its owner may wait for
+	// room in the journal) with tableMu held would stall every call that creates a
+	// session, and with it every reader queued behind that writer.
 	p.tableMu.RLock()
-	for _, e := range p.table {
+	entries := slices.Collect(maps.Values(p.table))
+	p.tableMu.RUnlock()
+	for _, e := range entries {
 		e.mu.Lock()
 		if e.exists {
 			prefix := clientPrefix(e.id)
@@ -577,7 +547,6 @@ func (p *Persistence) collectGarbage() {
 		}
 		e.mu.Unlock()
 	}
-	p.tableMu.RUnlock()
 	first := p.seq.first()
 	garbage := probes
 	for _, pk := range candidates {

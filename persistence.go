@@ -311,6 +311,7 @@ type Persistence struct {
 	sys         vlpersistence.SystemState
 	closed      atomic.Bool
 	journal     *journal
+	records     recordJournal                     // the journal, as commit appends to it
 	cache       *cache.LRU[uint64, *queuedPacket] // payloads of checkpointed packets, by number
 	lease       *lease
 	leaseCancel context.CancelFunc // stops the renewals (after Shutdown's last write)
@@ -411,11 +412,16 @@ func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	segments, err := p.load(ctx, prev)
 	if err == nil {
 		p.journal, err = newJournal(p.store, p.seq.epoch(), cfg, segments)
+		p.records = p.journal
 	}
 	if err == nil {
 		err = p.seal(ctx)
 	}
 	if err != nil {
+		if p.journal != nil {
+			// Nothing was journaled yet: Close only stops the batcher's goroutines.
+			_ = p.journal.b.Close(ctx)
+		}
 		_ = p.stopLease(ctx, true)
 		p.closeOwnedStore()
 		return nil, err

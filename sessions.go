@@ -50,7 +50,8 @@ type entry struct {
 	inc        uint64
 	lastRec    uint64 // number of the last journal record of the session: its watermark
 	state      sessionState
-	q          *queues // nil while every queue is empty and no batch object is known
+	q          *queues     // nil while every queue is empty and no batch object is known
+	tail       journalTail // where the last record of this process went (journal.add)
 }
 
 // queues are the queued packets of a session, each queue in FIFO (number) order.
@@ -142,26 +143,6 @@ func (p *Persistence) existing(id []byte, usable bool) (*entry, error) {
 	return e, nil
 }
 
-// appendRecord journals rec for e, which must be locked and attached, and marks its
-// index shard dirty. The change itself is applied by the caller once this returns nil.
-// In Sync mode the caller then waits on the ticket, with no lock held.
-func (p *Persistence) appendRecord(ctx context.Context, e *entry, rec *journalRecord) (batching.Ticket, error) {
-	if err := p.lease.fencedErr(); err != nil {
-		return batching.Ticket{}, err
-	}
-	data, err := encode(rec)
-	if err != nil {
-		return batching.Ticket{}, err
-	}
-	t, err := p.journal.add(ctx, int(e.hh), data, p.cfg.Durability == Sync)
-	if err != nil {
-		return t, fmt.Errorf("s3persist: journal a change of %q: %w", e.id, err)
-	}
-	e.lastRec = rec.Seq
-	p.markDirty(int(e.hh))
-	return t, nil
-}
-
 // await returns once the change behind t is durable, in Sync mode; at once in Async.
 func (p *Persistence) await(ctx context.Context, id []byte, t batching.Ticket) error {
 	if p.cfg.Durability != Sync {
@@ -229,10 +210,15 @@ func (s *sessions) Create(id []byte, base *vlpersistence.SessionBase) error {
 	return s.createAndAwait(ctx, e, st)
 }
 
-// createAndAwait creates a new incarnation of e (locked, not existing) with state st,
-// unlocks e, and waits for durability in Sync mode. A failure leaves no session.
+// createAndAwait creates a new incarnation of e (locked, not existing) with state st
+// (S1, B1), unlocks e, and waits for durability in Sync mode. A failure leaves no
+// session. The creation is the state record whose number is its incarnation.
 func (s *sessions) createAndAwait(ctx context.Context, e *entry, st sessionState) error {
-	t, err := s.p.create(ctx, e, st)
+	inc, err := s.p.seq.take(1)
+	var t batching.Ticket
+	if err == nil {
+		t, err = s.p.commit(ctx, e, &journalRecord{Kind: recState, Seq: inc, ID: e.id, Inc: inc, State: new(st.record())})
+	}
 	if err != nil {
 		s.p.detach(e)
 		e.mu.Unlock()
@@ -240,23 +226,6 @@ func (s *sessions) createAndAwait(ctx context.Context, e *entry, st sessionState
 	}
 	e.mu.Unlock()
 	return s.p.await(ctx, e.id, t)
-}
-
-// create journals and applies a new incarnation of e with state st (S1, B1). Everything
-// of an earlier incarnation is gone from e already. e is locked.
-func (p *Persistence) create(ctx context.Context, e *entry, st sessionState) (batching.Ticket, error) {
-	inc, err := p.seq.take(1)
-	if err != nil {
-		return batching.Ticket{}, err
-	}
-	rec := journalRecord{Kind: recState, Seq: inc, ID: e.id, Inc: inc, State: new(st.record())}
-	t, err := p.appendRecord(ctx, e, &rec)
-	if err != nil {
-		return t, err
-	}
-	e.exists, e.broken, e.inc, e.state, e.q, e.stateDirty = true, nil, inc, st, nil, true
-	p.live.Add(1)
-	return t, nil
 }
 
 // Delete removes the session with its state and queues (S4). Async: accepted in memory
@@ -280,13 +249,11 @@ func (s *sessions) Delete(id []byte) error {
 		e.mu.Unlock()
 		return err
 	}
-	rec := journalRecord{Kind: recDelete, Seq: seq, ID: e.id, Inc: e.inc}
-	t, err := s.p.appendRecord(ctx, e, &rec)
+	t, err := s.p.commit(ctx, e, &journalRecord{Kind: recDelete, Seq: seq, ID: e.id, Inc: e.inc})
 	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	s.p.dropSession(e)
 	s.p.detach(e)
 	e.mu.Unlock()
 	return s.p.await(ctx, id, t)
@@ -361,14 +328,11 @@ func (s *sessions) update(id []byte, create bool, fn func(st *sessionState)) err
 		e.mu.Unlock()
 		return err
 	}
-	rec := journalRecord{Kind: recState, Seq: seq, ID: e.id, Inc: e.inc, State: new(st.record())}
-	t, err := s.p.appendRecord(ctx, e, &rec)
+	t, err := s.p.commit(ctx, e, &journalRecord{Kind: recState, Seq: seq, ID: e.id, Inc: e.inc, State: new(st.record())})
+	e.mu.Unlock()
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
-	e.state, e.stateDirty = st, true
-	e.mu.Unlock()
 	return s.p.await(ctx, id, t)
 }
 
@@ -597,14 +561,11 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 			seq++
 		}
 	}
-	rec := journalRecord{Kind: recPackets, Seq: seq - 1, ID: e.id, Inc: e.inc, Packets: pkts}
-	t, err := s.p.appendRecord(ctx, e, &rec)
+	t, err := s.p.commit(ctx, e, &journalRecord{Kind: recPackets, Seq: seq - 1, ID: e.id, Inc: e.inc, Packets: pkts})
+	e.mu.Unlock()
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
-	s.p.queuePinned(e, pkts)
-	e.mu.Unlock()
 	return s.p.await(ctx, id, t)
 }
 
@@ -677,13 +638,7 @@ func (p *Persistence) removePackets(ctx context.Context, e *entry, seqs []uint64
 	if err != nil {
 		return batching.Ticket{}, err
 	}
-	rec := journalRecord{Kind: recRemove, Seq: seq, ID: e.id, Inc: e.inc, Removed: seqs}
-	t, err := p.appendRecord(ctx, e, &rec)
-	if err != nil {
-		return t, err
-	}
-	p.applyRemoval(e, seqs)
-	return t, nil
+	return p.commit(ctx, e, &journalRecord{Kind: recRemove, Seq: seq, ID: e.id, Inc: e.inc, Removed: seqs})
 }
 
 // applyRemoval drops the packets numbered seqs (ascending) from e's queues. A batch
@@ -741,8 +696,9 @@ type refView struct {
 // payload comes from memory (pinned, or the cache) or, on a cache miss, from its batch
 // object (one GET, whose other packets then fill the cache). Removals are journaled as
 // one record when the visit ends; no per-client request. An empty queue costs nothing.
-// A batch object that cannot be read or decoded ends the visit with an error; its
-// packets stay queued.
+// A batch object that cannot be read or decoded ends the visit with an error and its
+// packets stay queued, unless the packet was removed meanwhile (by a concurrent visit,
+// its batch then deleted by a checkpoint): that packet is skipped.
 func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersistence.PacketLoader) error {
 	if s.p.closed.Load() {
 		return vlpersistence.ErrNotOpen
@@ -786,6 +742,11 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 		if pk == nil {
 			var err error
 			if pk, err = s.p.payload(ctx, id, v.seq, v.objSeq); err != nil {
+				if !s.p.stillQueued(id, inc, q, v.seq) {
+					// Removed since the plan was taken (a concurrent visit), and its batch
+					// object deleted by a checkpoint: nothing to visit (P4).
+					continue
+				}
 				readErr = err
 				break
 			}
@@ -821,6 +782,16 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 		err = s.p.await(ctx, id, t)
 	}
 	return errors.Join(readErr, err)
+}
+
+// stillQueued reports whether packet seq is still queued in q of incarnation inc of id.
+func (p *Persistence) stillQueued(id []byte, inc uint64, q int, seq uint64) bool {
+	e := p.lookup(id, false)
+	if e == nil {
+		return false
+	}
+	defer e.mu.Unlock()
+	return e.holds(inc) && e.q.has(q, seq)
 }
 
 // has reports whether packet seq is queued in q. qs's entry is locked.

@@ -168,6 +168,22 @@ func (t Ticket) Done() <-chan struct{} {
 	return t.r.done
 }
 
+// Durable reports, without blocking, whether the item is known to be durable now: its
+// batch's upload returned nil. False for the zero Ticket, while the batch is pending,
+// and after a failure (the item may still become durable through a later Flush or
+// Close, which this Ticket does not learn of).
+func (t Ticket) Durable() bool {
+	if t.r == nil {
+		return false
+	}
+	select {
+	case <-t.r.done:
+		return t.r.err == nil
+	default:
+		return false
+	}
+}
+
 // Wait returns nil once the item is durable (the upload of its batch returned nil). It
 // returns an error if the batch, or an earlier batch of its key, failed permanently
 // (wrapping the upload's error), if Close gave up before the batch was durable
