@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -16,10 +18,11 @@ import (
 // stream per batcher key, so the records of one session (always in the stream of its
 // shard) land in order, while streams upload side by side.
 type journal struct {
-	store   s3store.Store
-	epoch   uint64
-	streams int
-	b       *batching.Batcher[int, []byte]
+	store     s3store.Store
+	epoch     uint64
+	streams   int
+	b         *batching.Batcher[int, []byte]
+	uploadLog *rateLimitedLog // failed uploads: every attempt is retried, the log says why
 
 	mu sync.Mutex
 	// segments are the keys of the durable segments no checkpoint has covered yet, in
@@ -28,11 +31,13 @@ type journal struct {
 }
 
 func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string) (*journal, error) {
-	j := &journal{store: store, epoch: epoch, streams: cfg.JournalStreams, segments: segments}
+	j := &journal{store: store, epoch: epoch, streams: cfg.JournalStreams, segments: segments,
+		uploadLog: &rateLimitedLog{log: cfg.Logger, every: uploadErrorLogInterval}}
 	b, err := batching.New(batching.Config{
 		BatchBytes:           cfg.BatchBytes,
 		FlushInterval:        cfg.FlushInterval,
 		MaxPendingBytes:      cfg.MaxPendingBytes,
+		FailWhenFull:         cfg.WhenStoreIsBehind == FailAtOnce,
 		MaxConcurrentUploads: cfg.JournalStreams,
 		UploadTimeout:        cfg.CallTimeout,
 		// A fenced instance never writes again: retrying would only delay the error.
@@ -80,6 +85,9 @@ func (j *journal) add(ctx context.Context, hh int, tail *journalTail, rec []byte
 		}
 	}
 	t, err := j.b.Add(ctx, stream, rec, len(rec), urgent)
+	if errors.Is(err, batching.ErrFull) {
+		return t, fmt.Errorf("%w (%v)", ErrStoreBehind, err)
+	}
 	if err == nil {
 		*tail = journalTail{ticket: t, stream: stream}
 	}
@@ -99,6 +107,10 @@ func (j *journal) upload(ctx context.Context, b batching.Batch[int, []byte]) err
 	}
 	key := segmentKey(b.Key, j.epoch, b.Seq)
 	if _, err := j.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
+		if !errors.Is(err, ErrFenced) {
+			j.uploadLog.error("s3persist: a journal segment could not be uploaded; it is retried until it is, and the changes it holds are not durable until then",
+				slog.String("key", key), slog.Int("records", len(b.Items)), slog.Any("err", err))
+		}
 		return fmt.Errorf("s3persist: write journal segment: %w", err)
 	}
 	j.mu.Lock()
@@ -129,4 +141,35 @@ func (j *journal) covered(keys []string) {
 		}
 	}
 	j.segments = kept
+}
+
+// uploadErrorLogInterval is the most often a failing journal upload is logged: an outage
+// fails every attempt of every stream, and the log must say so without drowning.
+const uploadErrorLogInterval = 10 * time.Second
+
+// rateLimitedLog logs one kind of failure at most once per interval and says how many
+// it left out since the last line. Safe for concurrent use.
+type rateLimitedLog struct {
+	log   *slog.Logger
+	every time.Duration
+
+	mu sync.Mutex
+	// last is when a line was written; omitted counts the failures since that were not.
+	// Guarded by mu.
+	last    time.Time
+	omitted int
+}
+
+func (r *rateLimitedLog) error(msg string, attrs ...slog.Attr) {
+	r.mu.Lock()
+	now := time.Now()
+	if !r.last.IsZero() && now.Sub(r.last) < r.every {
+		r.omitted++
+		r.mu.Unlock()
+		return
+	}
+	omitted := r.omitted
+	r.last, r.omitted = now, 0
+	r.mu.Unlock()
+	r.log.LogAttrs(context.Background(), slog.LevelError, msg, append(attrs, slog.Int("not_logged_since_last", omitted))...)
 }

@@ -97,10 +97,18 @@ type Config struct {
 	// BatchBytes is the largest journal segment, in bytes of records. Default: 8 MiB.
 	BatchBytes int
 
-	// MaxPendingBytes bounds the journal records accepted but not yet durable; a call
-	// that would go past it waits for room (backpressure) until CallTimeout. Default:
-	// 64 MiB.
+	// MaxPendingBytes bounds the journal records accepted but not yet durable; what a
+	// call that would go past it does is WhenStoreIsBehind's choice. Default: 64 MiB.
 	MaxPendingBytes int64
+
+	// WhenStoreIsBehind is what a call that changes a session does when MaxPendingBytes
+	// of changes already wait for the store (it is down, or slower than the traffic).
+	// FailAtOnce fails the call at once with an error wrapping ErrStoreBehind: the
+	// broker stays responsive and the change is not accepted. WaitForRoom waits until
+	// the store catches up, at most CallTimeout, holding the session's lock: VolantMQ
+	// routes every message through two goroutines, so an outage then stalls the whole
+	// broker. Either way nothing already accepted is lost. Default: FailAtOnce.
+	WhenStoreIsBehind Backpressure
 
 	// JournalStreams is the number of journal streams: uploads of different streams run
 	// side by side, those of one stream one at a time, in order. In Async mode each
@@ -183,6 +191,33 @@ func (d Durability) String() string {
 	return fmt.Sprintf("Durability(%d)", int(d))
 }
 
+// Backpressure is what a call does when the journal is full; see
+// Config.WhenStoreIsBehind.
+type Backpressure int
+
+const (
+	// FailAtOnce: the call fails at once with an error wrapping ErrStoreBehind.
+	FailAtOnce Backpressure = iota
+	// WaitForRoom: the call waits for room, at most CallTimeout.
+	WaitForRoom
+)
+
+func (b Backpressure) String() string {
+	switch b {
+	case FailAtOnce:
+		return "FailAtOnce"
+	case WaitForRoom:
+		return "WaitForRoom"
+	}
+	return fmt.Sprintf("Backpressure(%d)", int(b))
+}
+
+// ErrStoreBehind is wrapped by the error of a call refused because MaxPendingBytes of
+// changes already wait for the store (Config.WhenStoreIsBehind is FailAtOnce). The call
+// changed nothing; everything accepted before it is kept and uploaded when the store
+// answers again.
+var ErrStoreBehind = errors.New("s3persist: the object store is behind: MaxPendingBytes of changes wait for it")
+
 // Defaults, applied by withDefaults.
 const (
 	DefaultFlushInterval      = time.Second
@@ -219,6 +254,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("s3persist: Config.Prefix is %d bytes; at most 512 leave room for the layout's keys", len(c.Prefix))
 	case c.Durability != Async && c.Durability != Sync:
 		return fmt.Errorf("s3persist: Config.Durability %v is neither Async nor Sync", c.Durability)
+	case c.WhenStoreIsBehind != FailAtOnce && c.WhenStoreIsBehind != WaitForRoom:
+		return fmt.Errorf("s3persist: Config.WhenStoreIsBehind %v is neither FailAtOnce nor WaitForRoom", c.WhenStoreIsBehind)
 	case c.FlushInterval < 0:
 		return fmt.Errorf("s3persist: Config.FlushInterval %v is negative", c.FlushInterval)
 	case c.BatchBytes < 0:

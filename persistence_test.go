@@ -655,6 +655,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{Config{Store: mem, FlushInterval: -1}, "FlushInterval"},
 		{Config{Store: mem, BatchBytes: -1}, "BatchBytes"},
 		{Config{Store: mem, MaxPendingBytes: 1 << 20}, "MaxPendingBytes"},
+		{Config{Store: mem, WhenStoreIsBehind: 7}, "WhenStoreIsBehind"},
 		{Config{Store: mem, JournalStreams: 300}, "JournalStreams"},
 		{Config{Store: mem, CheckpointBytes: -1}, "CheckpointBytes"},
 		{Config{Store: mem, CheckpointInterval: -1}, "CheckpointInterval"},
@@ -712,27 +713,47 @@ func TestAsyncRidesOutAnOutage(t *testing.T) {
 	}
 }
 
-// When the journal's pending bound is reached (the store is down), calls wait for room
-// and fail after CallTimeout with a storage error; the bound holds.
+// When the journal's pending bound is reached (the store is down), the bound holds and
+// nothing accepted is lost; a call fails at once with ErrStoreBehind (FailAtOnce, the
+// default) or waits for room and fails after CallTimeout (WaitForRoom).
 func TestBackpressureBoundsPendingMemory(t *testing.T) {
-	const bound = 1 << 20
-	f := newFixture(t, Config{BatchBytes: 64 << 10, MaxPendingBytes: bound, CallTimeout: 200 * time.Millisecond})
-	f.mustCreate("a")
-	f.flush()
-	f.faulty.SetFailing(true)
-	big := &vlpersistence.PersistedPacket{Data: make([]byte, 100<<10)}
-	var err error
-	for i := 0; i < 100 && err == nil; i++ {
-		err = f.s.PacketStoreQoS12([]byte("a"), big)
+	for _, full := range []Backpressure{FailAtOnce, WaitForRoom} {
+		t.Run(full.String(), func(t *testing.T) {
+			const bound = 1 << 20
+			f := newFixture(t, Config{BatchBytes: 64 << 10, MaxPendingBytes: bound, CallTimeout: 200 * time.Millisecond, WhenStoreIsBehind: full})
+			f.mustCreate("a")
+			f.flush()
+			f.faulty.SetFailing(true)
+			big := &vlpersistence.PersistedPacket{Data: make([]byte, 100<<10)}
+			var err error
+			accepted := 0
+			for ; accepted < 100; accepted++ {
+				if err = f.s.PacketStoreQoS12([]byte("a"), big); err != nil {
+					break
+				}
+			}
+			switch {
+			case err == nil || isSentinel(err):
+				t.Fatalf("storing 10 MiB against a store that is down with a 1 MiB bound: %v, want a storage error", err)
+			case full == FailAtOnce && !errors.Is(err, ErrStoreBehind):
+				t.Fatalf("FailAtOnce: %v, want ErrStoreBehind", err)
+			case full == WaitForRoom && (errors.Is(err, ErrStoreBehind) || !errors.Is(err, context.DeadlineExceeded)):
+				t.Fatalf("WaitForRoom: %v, want the end of CallTimeout", err)
+			}
+			if peak := f.p.Stats().Journal.PeakPendingBytes; peak > bound {
+				t.Fatalf("pending bytes peaked at %d, above the bound %d", peak, bound)
+			}
+			if n, _ := f.s.PacketCountQoS12([]byte("a")); n != uint64(accepted) {
+				t.Fatalf("%d packets queued; %d calls were accepted", n, accepted)
+			}
+			f.faulty.SetFailing(false)
+			f.flush()
+			f.crash()
+			if n, _ := f.s.PacketCountQoS12([]byte("a")); n != uint64(accepted) {
+				t.Fatalf("after the outage and a crash: %d packets; %d calls were accepted", n, accepted)
+			}
+		})
 	}
-	if err == nil || isSentinel(err) {
-		t.Fatalf("storing 10 MiB against a store that is down with a 1 MiB bound: %v, want a storage error", err)
-	}
-	if peak := f.p.Stats().Journal.PeakPendingBytes; peak > bound {
-		t.Fatalf("pending bytes peaked at %d, above the bound %d", peak, bound)
-	}
-	f.faulty.SetFailing(false)
-	f.flush()
 }
 
 // Packets beyond the payload cache are read back from their batch objects.

@@ -13,6 +13,10 @@ import (
 // wrapped in the error of a Ticket whose batch was not durable when Close gave up.
 var ErrClosed = errors.New("batching: closed")
 
+// ErrFull is wrapped by the error of an Add that found no room under MaxPendingBytes
+// with Config.FailWhenFull set.
+var ErrFull = errors.New("batching: pending bytes are at MaxPendingBytes")
+
 // Batch is one upload: items of one key, cut in Add order.
 type Batch[K comparable, T any] struct {
 	Key K
@@ -52,6 +56,8 @@ type Stats struct {
 	InFlight int
 	// BlockedAdds counts the Add calls waiting for room under MaxPendingBytes now.
 	BlockedAdds int
+	// Refused counts the Add calls that failed with ErrFull, since New.
+	Refused int64
 }
 
 // Batcher groups items into batches per key and uploads them behind the callers' backs.
@@ -245,7 +251,8 @@ func New[K comparable, T any](cfg Config, upload UploadFunc[K, T]) (*Batcher[K, 
 // commit).
 //
 // Add blocks while accepting the item would take the pending bytes past
-// MaxPendingBytes. If ctx ends first it returns an error wrapping ctx's error, and the
+// MaxPendingBytes (with Config.FailWhenFull it fails at once instead, with an error
+// wrapping ErrFull, and the item is not accepted). If ctx ends first it returns an error wrapping ctx's error, and the
 // item is not accepted. After Close it returns ErrClosed, and an Add blocked when Close
 // is called returns ErrClosed too. A negative size is an error.
 func (b *Batcher[K, T]) Add(ctx context.Context, key K, item T, size int, urgent bool) (Ticket, error) {
@@ -254,6 +261,12 @@ func (b *Batcher[K, T]) Add(ctx context.Context, key K, item T, size int, urgent
 	}
 	b.mu.Lock()
 	for !b.closed && b.pendingBytes > 0 && b.pendingBytes+int64(size) > b.cfg.MaxPendingBytes {
+		if b.cfg.FailWhenFull {
+			pending := b.pendingBytes
+			b.stats.Refused++
+			b.mu.Unlock()
+			return Ticket{}, fmt.Errorf("%w: no room for %d bytes (%d of %d pending)", ErrFull, size, pending, b.cfg.MaxPendingBytes)
+		}
 		if err := b.waitForRoomLocked(ctx, size); err != nil {
 			return Ticket{}, err
 		}

@@ -648,6 +648,25 @@ func TestBackpressure(t *testing.T) {
 		cb.ok()
 	})
 
+	t.Run("with FailWhenFull an Add that finds no room fails at once with ErrFull, and one that fits is accepted", func(t *testing.T) {
+		h := newHarness(t, batching.Config{BatchBytes: 10, MaxPendingBytes: 20, FailWhenFull: true})
+		ta := h.add("a", "aaaaaaaaaa", false) // full: cut at once
+		ca := h.next()
+		h.add("b", "bbbbbbbbbb", false)
+		cb := h.next()
+		if _, err := h.b.Add(h.ctx(), "c", "c", 1, true); !errors.Is(err, batching.ErrFull) {
+			t.Fatalf("Add = %v; want ErrFull", err)
+		}
+		if s := h.b.Stats(); s.PendingItems != 2 || s.PendingBytes != 20 || s.Refused != 1 || s.BlockedAdds != 0 {
+			t.Fatalf("Stats = %+v; want the 2 items from before, 1 refused Add, none blocked", s)
+		}
+		ca.ok()
+		waitOK(t, ta)
+		h.add("c", "c", true)
+		h.expect(h.next(), "c", 0, "c")
+		cb.ok()
+	})
+
 	t.Run("an Add blocked on backpressure returns its context's error and the item is not accepted", func(t *testing.T) {
 		h, _, _, waits := blocked(t)
 		ctx, cancel := context.WithCancel(h.ctx())

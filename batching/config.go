@@ -28,6 +28,12 @@ type Config struct {
 	// BatchBytes. Default: 64 MiB.
 	MaxPendingBytes int64
 
+	// FailWhenFull makes Add fail at once, with an error wrapping ErrFull, when accepting
+	// its item would take the pending bytes past MaxPendingBytes, instead of blocking
+	// until there is room: for callers that must not stall while the destination is
+	// down. Default: false (Add blocks).
+	FailWhenFull bool
+
 	// MaxConcurrentUploads is the most uploads in flight at once, over all keys. One key
 	// never has more than one. Default: 8.
 	MaxConcurrentUploads int
