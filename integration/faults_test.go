@@ -159,6 +159,7 @@ type faultModel struct {
 	retained string
 	failures map[string]int // failed calls by kind of error
 	samples  []string       // the first error of each kind
+	slowest  time.Duration  // the longest store or drain call
 }
 
 func newFaultModel() *faultModel {
@@ -170,6 +171,8 @@ func (m *faultModel) failed(what string, err error) {
 	switch {
 	case applied(err):
 		kind = "not known to be durable (change kept)"
+	case errors.Is(err, s3persist.ErrStoreBehind):
+		kind = "store behind (change refused at once)"
 	case strings.Contains(err.Error(), "no room"):
 		kind = "no room under MaxPendingBytes (change refused)"
 	}
@@ -180,6 +183,13 @@ func (m *faultModel) failed(what string, err error) {
 		m.samples = append(m.samples, key+": "+err.Error())
 	}
 	m.failures[key]++
+}
+
+// took records how long one call took.
+func (m *faultModel) took(d time.Duration) {
+	m.mu.Lock()
+	m.slowest = max(m.slowest, d)
+	m.mu.Unlock()
 }
 
 // applied reports whether a failed call's change was applied anyway: in Sync mode a
@@ -206,10 +216,12 @@ func runSessionWorkload(t *testing.T, p vlpersistence.IFace, m *faultModel, id s
 		}
 		if i%25 == 24 {
 			var got []string
+			began := time.Now()
 			err := s.PacketsForEachQoS12([]byte(id), nil, func(_ interface{}, pk *vlpersistence.PersistedPacket) (bool, error) {
 				got = append(got, string(bytes.TrimRight(pk.Data, "\x00")))
 				return true, nil
 			})
+			m.took(time.Since(began))
 			if err != nil {
 				m.failed("drain", err)
 			}
@@ -229,12 +241,14 @@ func runSessionWorkload(t *testing.T, p vlpersistence.IFace, m *faultModel, id s
 		if len(payload) < size {
 			payload = append(payload, make([]byte, size-len(payload))...)
 		}
+		began := time.Now()
 		err := s.PacketStoreQoS12([]byte(id), &vlpersistence.PersistedPacket{Data: payload, ExpireAt: "x"})
+		m.took(time.Since(began))
 		m.mu.Lock()
 		switch {
 		case err == nil || applied(err):
 			m.queues[id] = append(m.queues[id], data)
-		case strings.Contains(err.Error(), "no room"):
+		case errors.Is(err, s3persist.ErrStoreBehind) || strings.Contains(err.Error(), "no room"):
 			// Refused before it was applied: it must not come back.
 		default:
 			if m.maybe[id] == nil {

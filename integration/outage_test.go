@@ -18,18 +18,21 @@ const outageLength = 10 * time.Second
 
 // The MinIO process is killed mid-workload and started again 10 s later, while the
 // instance keeps running: nothing is lost, the journal's pending memory stays within
-// MaxPendingBytes, calls that cannot wait fail after CallTimeout with a storage error,
-// and the instance recovers by itself.
+// MaxPendingBytes, and the instance recovers by itself. Once the journal is full, calls
+// fail at once with ErrStoreBehind (FailAtOnce, the default) or wait and fail after
+// CallTimeout (WaitForRoom); the slowest call of each run is logged.
 func TestAnOutageOfTheStoreLosesNothingAndTheInstanceRecoversByItself(t *testing.T) {
 	if srv.Kind != miniotest.KindBinary {
 		t.Skipf("needs a MinIO process to stop (the %s server cannot be paused)", srv.Kind)
 	}
 	for _, mode := range []s3persist.Durability{s3persist.Async, s3persist.Sync} {
-		t.Run(mode.String(), func(t *testing.T) { outage(t, mode) })
+		for _, full := range []s3persist.Backpressure{s3persist.FailAtOnce, s3persist.WaitForRoom} {
+			t.Run(mode.String()+"/"+full.String(), func(t *testing.T) { outage(t, mode, full) })
+		}
 	}
 }
 
-func outage(t *testing.T, mode s3persist.Durability) {
+func outage(t *testing.T, mode s3persist.Durability, full s3persist.Backpressure) {
 	const bound = 256 << 10
 	tgt := outageTarget(t)
 	s3cfg := minioConfig(tgt.Bucket)
@@ -37,7 +40,7 @@ func outage(t *testing.T, mode s3persist.Durability) {
 	cfg := s3persist.Config{S3: s3cfg, Prefix: tgt.Prefix, Durability: mode,
 		FlushInterval: 50 * time.Millisecond, BatchBytes: 64 << 10, MaxPendingBytes: bound,
 		CheckpointInterval: 500 * time.Millisecond, CheckpointTimeout: 20 * time.Second,
-		CallTimeout: 2 * time.Second, ShutdownTimeout: 10 * time.Second}
+		CallTimeout: 2 * time.Second, ShutdownTimeout: 10 * time.Second, WhenStoreIsBehind: full}
 	p, err := s3persist.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -126,10 +129,10 @@ func outage(t *testing.T, mode s3persist.Durability) {
 	for _, q := range m.queues {
 		stored += len(q)
 	}
-	t.Logf("%s: outage %v; %d packets queued at the end; pending bytes: max sampled %d (%d samples), peak %d, bound %d; "+
-		"recovered (first successful Flush) %v after the store came back; journal retries %d, checkpoints %d, failed %d; failed calls %v; first errors %q",
-		mode, up.Sub(down).Round(time.Millisecond), stored, maxPending, samples, st.Journal.PeakPendingBytes, int64(bound),
-		recovered.Round(time.Millisecond), st.Journal.Retries, st.Checkpoints, st.CheckpointFailures, m.failures, m.samples)
+	t.Logf("%s/%s: outage %v; %d packets queued at the end; pending bytes: max sampled %d (%d samples), peak %d, bound %d; "+
+		"slowest call %v; recovered (first successful Flush) %v after the store came back; journal retries %d, refused calls %d, checkpoints %d, failed %d; failed calls %v; first errors %q",
+		mode, full, up.Sub(down).Round(time.Millisecond), stored, maxPending, samples, st.Journal.PeakPendingBytes, int64(bound),
+		m.slowest.Round(time.Millisecond), recovered.Round(time.Millisecond), st.Journal.Retries, st.Journal.Refused, st.Checkpoints, st.CheckpointFailures, m.failures, m.samples)
 	m.mu.Unlock()
 	if st.Journal.PeakPendingBytes > bound {
 		t.Errorf("pending bytes peaked at %d, above MaxPendingBytes %d", st.Journal.PeakPendingBytes, bound)
@@ -137,8 +140,12 @@ func outage(t *testing.T, mode s3persist.Durability) {
 	if len(m.failures) == 0 {
 		t.Errorf("no call failed during a %v outage with a CallTimeout of %v", outageLength, cfg.CallTimeout)
 	}
+	refused := "no room under MaxPendingBytes (change refused)" // after CallTimeout
+	if full == s3persist.FailAtOnce {
+		refused = "store behind (change refused at once)"
+	}
 	for kind := range m.failures {
-		if !(kind == "store: no room under MaxPendingBytes (change refused)" || kind == "drain: no room under MaxPendingBytes (change refused)" ||
+		if !(kind == "store: "+refused || kind == "drain: "+refused ||
 			mode == s3persist.Sync && (kind == "store: not known to be durable (change kept)" || kind == "drain: not known to be durable (change kept)")) {
 			t.Errorf("a call failed with an unexpected kind of error: %s", kind)
 		}

@@ -37,9 +37,10 @@ type config struct {
 	Data   string // data directory of the embedded S3 server and of -store bbolt; default ./data
 	Store  string // storeS3persist (default) or storeBbolt
 
-	Durability    s3persist.Durability // default Async
-	Prefix        string               // key prefix in the bucket; default "volantmq/"
-	FlushInterval time.Duration        // s3persist FlushInterval; 0 = the library default (1s)
+	Durability    s3persist.Durability   // default Async
+	WhenBehind    s3persist.Backpressure // s3persist WhenStoreIsBehind; default FailAtOnce
+	Prefix        string                 // key prefix in the bucket; default "volantmq/"
+	FlushInterval time.Duration          // s3persist FlushInterval; 0 = the library default (1s)
 
 	// S3 settings. With an empty Endpoint the embedded S3 server is used.
 	Endpoint     string // host:port, or a URL http://host:port / https://host
@@ -65,13 +66,14 @@ func (c *config) embedded() bool { return c.Store == storeS3persist && c.Endpoin
 // from getenv. It never exits the process: -h returns flag.ErrHelp.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
-	var durability string
+	var durability, whenBehind string
 	fs := flag.NewFlagSet("volantmq-s3persist", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:1883", "MQTT listener address `host:port`")
 	fs.StringVar(&c.Data, "data", "./data", "data `directory`: the embedded S3 server's bbolt file (s3.db), or bbolt.db of -store bbolt")
 	fs.StringVar(&c.Store, "store", storeS3persist, "persistence: s3persist, or bbolt (the VolantMQ reference plugin, local disk only; for comparison)")
 	fs.StringVar(&durability, "durability", "async", "s3persist durability: async (a change is durable within the flush interval) or sync (durable when the call returns)")
+	fs.StringVar(&whenBehind, "when-store-is-behind", "fail", "s3persist WhenStoreIsBehind, once MaxPendingBytes of changes wait for the store: fail (refuse the change at once; the broker stays responsive) or wait (up to 30s per call; an outage stalls the broker)")
 	fs.StringVar(&c.Prefix, "prefix", "volantmq/", "key `prefix` in the bucket (empty, or ending in /)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", 0, "s3persist FlushInterval: longest a change waits for its upload in async mode (0: the library default, 1s)")
 	fs.StringVar(&c.Endpoint, "s3-endpoint", getenv(envEndpoint), "S3 endpoint `host:port` or URL (http://... for plain HTTP; https if no scheme); empty: the embedded S3 server (env "+envEndpoint+")")
@@ -98,6 +100,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 		c.Durability = s3persist.Sync
 	default:
 		return nil, fmt.Errorf("-durability %q: want async or sync", durability)
+	}
+	switch whenBehind {
+	case "fail":
+		c.WhenBehind = s3persist.FailAtOnce
+	case "wait":
+		c.WhenBehind = s3persist.WaitForRoom
+	default:
+		return nil, fmt.Errorf("-when-store-is-behind %q: want fail or wait", whenBehind)
 	}
 	if c.Endpoint != "" {
 		host, secure, err := parseEndpoint(c.Endpoint)

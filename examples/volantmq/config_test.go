@@ -24,8 +24,14 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 	if c.Listen != "127.0.0.1:1883" || c.Data != "./data" || c.Store != storeS3persist || c.Durability != s3persist.Async ||
 		c.Prefix != "volantmq/" || c.Bucket != "volantmq" || !c.OfflineQoS0 || !c.Anonymous || !c.embedded() ||
-		c.ShutdownTimeout != 20*time.Second {
+		c.ShutdownTimeout != 20*time.Second || c.WhenBehind != s3persist.FailAtOnce {
 		t.Fatalf("defaults: %+v", c)
+	}
+	if c, err := parseFlags([]string{"-when-store-is-behind", "wait"}, noEnv, io.Discard); err != nil || c.WhenBehind != s3persist.WaitForRoom {
+		t.Fatalf("-when-store-is-behind wait: %+v, %v", c, err)
+	}
+	if _, err := parseFlags([]string{"-when-store-is-behind", "drop"}, noEnv, io.Discard); err == nil || !strings.Contains(err.Error(), "want fail or wait") {
+		t.Fatalf("-when-store-is-behind drop: %v, want an error naming the choices", err)
 	}
 }
 

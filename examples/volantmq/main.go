@@ -202,14 +202,15 @@ func openStore(ctx context.Context, cfg *config, logger *slog.Logger) (*store, e
 	nctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	p, err := s3persist.New(nctx, s3persist.Config{
-		S3:              s3cfg,
-		Prefix:          cfg.Prefix,
-		Durability:      cfg.Durability,
-		FlushInterval:   cfg.FlushInterval,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		LeaseTTL:        cfg.LeaseTTL,
-		ForceTakeover:   cfg.ForceTakeover,
-		Logger:          logger,
+		S3:                s3cfg,
+		Prefix:            cfg.Prefix,
+		Durability:        cfg.Durability,
+		WhenStoreIsBehind: cfg.WhenBehind,
+		FlushInterval:     cfg.FlushInterval,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+		LeaseTTL:          cfg.LeaseTTL,
+		ForceTakeover:     cfg.ForceTakeover,
+		Logger:            logger,
 	})
 	if err != nil {
 		if st.embedded != nil {
