@@ -201,3 +201,41 @@ func TestACheckpointBetweenAppendAndApplyDoesNotLoseTheRecord(t *testing.T) {
 		t.Fatalf("after the crash: session found %v, subscriptions %q; want the change SubscriptionsStore returned nil for", found, subs)
 	}
 }
+
+// Bug (found by the simulation, seed 897): in Sync mode a PacketsDelete that found the
+// queues already emptied by another PacketsDelete, still in flight, returned nil at once.
+// The first one's record was then lost in a crash, and the packets came back although a
+// Sync call that empties the queues had returned nil.
+func TestASyncCallThatChangesNothingWaitsForTheChangeItRestsOn(t *testing.T) {
+	mem := s3store.NewMemory()
+	cut := s3store.NewFaulty(mem)
+	hold := &journalHold{Store: cut} // above the cut: a held put has not reached the store
+	p, s := openOn(t, hold, Config{Durability: Sync, CallTimeout: 500 * time.Millisecond, ShutdownTimeout: 100 * time.Millisecond})
+	id := []byte("x")
+	if err := s.Create(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PacketStoreQoS12(id, pkt("q1")); err != nil {
+		t.Fatal(err)
+	}
+	hold.arm()
+	first := make(chan error, 1)
+	go func() { first <- s.PacketsDelete(id) }() // owned: received below
+	<-hold.held
+	second := make(chan error, 1)
+	go func() { second <- s.PacketsDelete(id) }() // owned: received below
+
+	// The process dies: the first PacketsDelete's segment never lands.
+	cut.SetFailing(true)
+	close(hold.release)
+	if err := <-second; err == nil {
+		t.Fatal("the second PacketsDelete returned nil while the removal it rests on was not durable")
+	}
+	if err := <-first; err == nil {
+		t.Fatal("the first PacketsDelete returned nil though its record never landed")
+	}
+	s2 := recoverAfterCrash(t, p, cut, mem)
+	if n, err := s2.PacketCountQoS12(id); err != nil || n != 1 {
+		t.Fatalf("after the crash: %d packets, %v; want the one no returned call removed", n, err)
+	}
+}

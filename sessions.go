@@ -144,8 +144,13 @@ func (p *Persistence) existing(id []byte, usable bool) (*entry, error) {
 }
 
 // await returns once the change behind t is durable, in Sync mode; at once in Async.
+//
+// A Sync call that changes nothing because of what another call changed (PacketsDelete
+// of queues already emptied, removals already made) awaits the ticket of its session's
+// last record (entry.tail): its nil must not rest on a change a crash can still lose.
+// The zero ticket (no record of this process) is durable already.
 func (p *Persistence) await(ctx context.Context, id []byte, t batching.Ticket) error {
-	if p.cfg.Durability != Sync {
+	if p.cfg.Durability != Sync || t == (batching.Ticket{}) {
 		return nil
 	}
 	if err := t.Wait(ctx); err != nil {
@@ -611,8 +616,11 @@ func (s *sessions) PacketsDelete(id []byte) error {
 		return err
 	}
 	if e.q.empty() {
+		prior := e.tail.ticket
 		e.mu.Unlock()
-		return nil
+		ctx, cancel := s.p.callContext()
+		defer cancel()
+		return s.p.await(ctx, id, prior)
 	}
 	var all []uint64
 	for q := range numQueues {
@@ -762,19 +770,18 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 	if len(removed) == 0 {
 		return readErr
 	}
-	e = s.p.lookup(id, false)
-	if e == nil {
-		return readErr // deleted meanwhile: nothing left to remove
+	// The entry of the visited incarnation: a Delete detaches it for good, and it keeps
+	// the ticket of that Delete.
+	e.mu.Lock()
+	if !e.detached {
+		// Only packets still queued: a concurrent visit may have removed some (P4).
+		removed = slices.DeleteFunc(removed, func(seq uint64) bool { return !e.q.has(q, seq) })
 	}
-	if !e.exists || e.inc != inc {
+	if e.detached || len(removed) == 0 {
+		// Deleted, or removed meanwhile, by calls whose records may not be durable yet.
+		prior := e.tail.ticket
 		e.mu.Unlock()
-		return readErr
-	}
-	// Only packets still queued: a concurrent visit may have removed some (P4).
-	removed = slices.DeleteFunc(removed, func(seq uint64) bool { return !e.q.has(q, seq) })
-	if len(removed) == 0 {
-		e.mu.Unlock()
-		return readErr
+		return errors.Join(readErr, s.p.await(ctx, id, prior))
 	}
 	t, err := s.p.removePackets(ctx, e, removed)
 	e.mu.Unlock()
