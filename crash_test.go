@@ -18,6 +18,7 @@ import (
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
 
+	"github.com/s3persist/s3persist/internal/logtest"
 	"github.com/s3persist/s3persist/s3store"
 )
 
@@ -661,7 +662,7 @@ func checkRecovery(t *testing.T, mem *s3store.Memory, mode Durability, model *cr
 		return
 	}
 	for _, pass := range []string{"after the crash", "after the first recovery shut down"} {
-		logged := &errorLog{}
+		logged := &logtest.Recorder{Min: slog.LevelError}
 		// The crashed instance is gone: no wait for its lease.
 		p, err := New(context.Background(), Config{Store: mem, Prefix: crashPrefix, Durability: mode,
 			FlushInterval: time.Hour, CheckpointInterval: time.Hour, ForceTakeover: true, Logger: slog.New(logged)})
@@ -678,7 +679,7 @@ func checkRecovery(t *testing.T, mem *s3store.Memory, mode Durability, model *cr
 			err = serr
 		}
 		if err == nil {
-			err = logged.err()
+			err = logged.ErrorsLogged()
 		}
 		if err == nil {
 			err = decodeEveryObject(mem, crashPrefix)
@@ -796,36 +797,6 @@ func decodeEveryObject(mem *s3store.Memory, prefix string) error {
 		if err != nil {
 			return fmt.Errorf("object %q: %w", full, err)
 		}
-	}
-	return nil
-}
-
-// errorLog is a slog.Handler that keeps the messages logged at level Error.
-type errorLog struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *errorLog) Enabled(_ context.Context, lvl slog.Level) bool { return lvl >= slog.LevelError }
-
-func (l *errorLog) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Message)
-	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
-	l.mu.Lock()
-	l.msgs = append(l.msgs, b.String())
-	l.mu.Unlock()
-	return nil
-}
-
-func (l *errorLog) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *errorLog) WithGroup(string) slog.Handler      { return l }
-
-func (l *errorLog) err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.msgs) > 0 {
-		return fmt.Errorf("errors logged: %q", l.msgs)
 	}
 	return nil
 }

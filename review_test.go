@@ -15,6 +15,7 @@ import (
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
 
+	"github.com/s3persist/s3persist/internal/logtest"
 	"github.com/s3persist/s3persist/s3store"
 )
 
@@ -395,41 +396,6 @@ func TestGarbageCollectionWaitingForABlockedSessionDoesNotStallOtherCalls(t *tes
 	}
 }
 
-// recordingHandler is a slog.Handler that keeps every record (attributes added with
-// With are not kept; nothing here uses them).
-type recordingHandler struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.records = append(h.records, r.Clone())
-	return nil
-}
-
-func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordingHandler) WithGroup(string) slog.Handler      { return h }
-
-// errorLines returns the records of level Error.
-func (h *recordingHandler) errorLines() []slog.Record {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return slices.DeleteFunc(slices.Clone(h.records), func(r slog.Record) bool { return r.Level != slog.LevelError })
-}
-
-func attrs(r slog.Record) map[string]slog.Value {
-	m := map[string]slog.Value{}
-	r.Attrs(func(a slog.Attr) bool {
-		m[a.Key] = a.Value.Resolve()
-		return true
-	})
-	return m
-}
-
 // Bug: a journal upload that failed was retried in silence: an outage that kept every
 // change from being durable (wrong credentials, a policy that denies the journal's
 // prefix) showed up nowhere but in Flush's error. Failed uploads are now logged, at most
@@ -443,7 +409,7 @@ func TestFailingJournalUploadsAreLoggedOncePerIntervalAndCounted(t *testing.T) {
 		}
 		return nil
 	}}
-	logs := &recordingHandler{}
+	logs := &logtest.Recorder{Min: slog.LevelError}
 	p, s := openOn(t, store, Config{Logger: slog.New(logs)})
 	t.Cleanup(func() {
 		denied.Store(false)
@@ -465,12 +431,12 @@ func TestFailingJournalUploadsAreLoggedOncePerIntervalAndCounted(t *testing.T) {
 		t.Fatalf("journal retries: %d, want several failed attempts", p.Stats().Journal.Retries)
 	}
 
-	lines := logs.errorLines()
+	lines := logs.Records(slog.LevelError)
 	if len(lines) != 1 {
 		t.Fatalf("%d failed attempts logged %d Error lines within %v, want 1: %v",
 			p.Stats().Journal.Retries, len(lines), uploadErrorLogInterval, lines)
 	}
-	a := attrs(lines[0])
+	a := logtest.Attrs(lines[0])
 	if k := a["key"]; k.Kind() != slog.KindString || !strings.HasPrefix(k.String(), journalRoot) {
 		t.Errorf("the line's key = %v, want a journal segment's key", k)
 	}
@@ -494,23 +460,23 @@ func TestFailingJournalUploadsAreLoggedOncePerIntervalAndCounted(t *testing.T) {
 
 // The lines a rateLimitedLog leaves out are counted in its next line.
 func TestTheRateLimitedLogCountsTheFailuresItLeftOut(t *testing.T) {
-	logs := &recordingHandler{}
+	logs := &logtest.Recorder{Min: slog.LevelError}
 	r := &rateLimitedLog{log: slog.New(logs), every: time.Hour}
 	for range 4 {
 		r.error("failed", slog.String("key", "k"))
 	}
-	if n := len(logs.errorLines()); n != 1 {
+	if n := len(logs.Records(slog.LevelError)); n != 1 {
 		t.Fatalf("4 failures within the interval: %d lines, want 1", n)
 	}
 	r.mu.Lock()
 	r.last = r.last.Add(-r.every) // the interval has passed
 	r.mu.Unlock()
 	r.error("failed", slog.String("key", "k"))
-	lines := logs.errorLines()
+	lines := logs.Records(slog.LevelError)
 	if len(lines) != 2 {
 		t.Fatalf("a failure after the interval: %d lines in all, want 2", len(lines))
 	}
-	if n := attrs(lines[1])["not_logged_since_last"]; n.Kind() != slog.KindInt64 || n.Int64() != 3 {
+	if n := logtest.Attrs(lines[1])["not_logged_since_last"]; n.Kind() != slog.KindInt64 || n.Int64() != 3 {
 		t.Fatalf("the second line's not_logged_since_last = %v, want 3", n)
 	}
 }
