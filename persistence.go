@@ -136,8 +136,8 @@ type Config struct {
 	CacheBytes int64
 
 	// CallTimeout bounds the storage work of one API call: in Sync mode the wait for
-	// durability, in both modes the wait for room in the journal and the reads of packets.
-	// Default: 30s.
+	// durability, in both modes the wait for room in the journal (WaitForRoom) and the
+	// reads of packets. Default: 30s.
 	CallTimeout time.Duration
 
 	// LoadConcurrency is the number of requests New keeps in flight while it reads the
