@@ -32,7 +32,7 @@ import (
 // session and returns its ticket (see journal.add for the contract). Tests wrap it to
 // act between a record's append and its application.
 type recordJournal interface {
-	add(ctx context.Context, hh int, tail *journalTail, rec []byte, urgent bool) (batching.Ticket, error)
+	add(ctx context.Context, hh int, prev batching.Ticket, prevStream int, rec []byte, urgent bool) (batching.Ticket, int, error)
 }
 
 // commit journals rec, a change of e, and applies it. e is locked and attached. The
@@ -53,10 +53,11 @@ func (p *Persistence) commit(ctx context.Context, e *entry, rec *journalRecord) 
 		return batching.Ticket{}, err
 	}
 	p.markDirty(int(e.hh))
-	t, err := p.records.add(ctx, int(e.hh), &e.tail, data, p.cfg.Durability == Sync)
+	t, stream, err := p.records.add(ctx, int(e.hh), e.tail, int(e.tailStream), data, p.cfg.Durability == Sync)
 	if err != nil {
 		return t, fmt.Errorf("s3persist: journal a change of %q: %w", e.id, err)
 	}
+	e.tail, e.tailStream = t, uint8(stream) // JournalStreams is at most numShards (256)
 	p.apply(e, rec)
 	return t, nil
 }

@@ -139,10 +139,10 @@ type checkpointAfterAppend struct {
 	ran  chan error // the checkpoint's result
 }
 
-func (c *checkpointAfterAppend) add(ctx context.Context, hh int, tail *journalTail, rec []byte, urgent bool) (batching.Ticket, error) {
-	t, err := c.recordJournal.add(ctx, hh, tail, rec, urgent)
+func (c *checkpointAfterAppend) add(ctx context.Context, hh int, prev batching.Ticket, prevStream int, rec []byte, urgent bool) (batching.Ticket, int, error) {
+	t, stream, err := c.recordJournal.add(ctx, hh, prev, prevStream, rec, urgent)
 	if err != nil {
-		return t, err
+		return t, stream, err
 	}
 	c.once.Do(func() {
 		if err := t.Wait(ctx); err != nil {
@@ -160,7 +160,7 @@ func (c *checkpointAfterAppend) add(ctx context.Context, hh int, tail *journalTa
 			go func() { c.ran <- <-done }() // owned: ends when the checkpoint does
 		}
 	})
-	return t, nil
+	return t, stream, nil
 }
 
 // Bug: a record was appended to the journal before its index shard was marked dirty.

@@ -50,15 +50,9 @@ func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string
 	return j, nil
 }
 
-// journalTail is where a session's last journal record went: its stream and its
-// ticket. Guarded by the mu of the entry it belongs to.
-type journalTail struct {
-	ticket batching.Ticket
-	stream int
-}
-
-// add appends an encoded record of a session to a stream and records it in tail, the
-// session's journalTail. Async: the stream of shard hh, always the same for a session.
+// add appends an encoded record of a session to a stream and returns its ticket and the
+// stream. prev and prevStream are the ticket and stream of the session's previous record
+// in this process (the zero ticket if none). Async: the stream of shard hh, always the same for a session.
 // Sync (urgent): the stream of the session's previous record while that record is not
 // durable, else the first idle stream from hh's on (else hh's), so that concurrent
 // callers of different sessions start uploads at once instead of queueing behind one
@@ -70,12 +64,12 @@ type journalTail struct {
 // every earlier record of its session is durable. So a Sync call that returned nil
 // never depends on an earlier record of its session that a crash could still lose
 // (docs/layout.md, "Recovery").
-func (j *journal) add(ctx context.Context, hh int, tail *journalTail, rec []byte, urgent bool) (batching.Ticket, error) {
+func (j *journal) add(ctx context.Context, hh int, prev batching.Ticket, prevStream int, rec []byte, urgent bool) (batching.Ticket, int, error) {
 	stream := hh % j.streams
 	switch {
 	case !urgent:
-	case tail.ticket != (batching.Ticket{}) && !tail.ticket.Durable():
-		stream = tail.stream
+	case prev != (batching.Ticket{}) && !prev.Durable():
+		stream = prevStream
 	default:
 		for i := range j.streams {
 			if k := (stream + i) % j.streams; j.b.Idle(k) {
@@ -86,12 +80,9 @@ func (j *journal) add(ctx context.Context, hh int, tail *journalTail, rec []byte
 	}
 	t, err := j.b.Add(ctx, stream, rec, len(rec), urgent)
 	if errors.Is(err, batching.ErrFull) {
-		return t, fmt.Errorf("%w (%v)", ErrStoreBehind, err)
+		err = fmt.Errorf("%w (%v)", ErrStoreBehind, err)
 	}
-	if err == nil {
-		*tail = journalTail{ticket: t, stream: stream}
-	}
-	return t, err
+	return t, stream, err
 }
 
 // upload writes one segment. A retry of the same batch writes the same key, so an upload
