@@ -7,7 +7,11 @@
 #   2. go vet in every module (the root, integration, and any other nested go.mod);
 #   3. go test -race in the root module;
 #   4. install the MinIO server (scripts/install-minio.sh; minutes the first time);
-#   5. go test -race in the integration module, against real MinIO servers;
+#   5. go test -race in the integration module, against real MinIO servers: MinIO
+#      containers run with testcontainers-go when a Docker engine answers (images built
+#      locally FROM scratch from the installed binary; nothing is pulled), else MinIO
+#      processes of the binary (see integration/miniotest/doc.go); then the line of each
+#      test binary saying which server it used;
 #   6. go test -race in every other nested module.
 # The output ends with go test's own summary lines.
 #
@@ -93,8 +97,30 @@ fi
 # instrumentation that -race turns on, with a fatal error that kills the whole test
 # binary; checkptr is turned off for that one package, the race detector stays on.
 bbolt_gcflags=-gcflags=github.com/coreos/bbolt=-d=checkptr=0
+
+# No registry can be pulled from, so testcontainers-go's reaper (ryuk) cannot run; the
+# tests remove their containers and networks themselves. Containers are reached only
+# through ports published on 127.0.0.1.
+export TESTCONTAINERS_RYUK_DISABLED="${TESTCONTAINERS_RYUK_DISABLED:-true}"
+export TESTCONTAINERS_HOST_OVERRIDE="${TESTCONTAINERS_HOST_OVERRIDE:-127.0.0.1}"
+printf 'TESTCONTAINERS_RYUK_DISABLED=%s TESTCONTAINERS_HOST_OVERRIDE=%s\n' "$TESTCONTAINERS_RYUK_DISABLED" "$TESTCONTAINERS_HOST_OVERRIDE"
+printf 'MinIO for the integration tests: S3PERSIST_MINIO_MODE=%s (auto: a container through testcontainers-go if a Docker engine answers, else the binary; an engine that answers but cannot run the container fails the tests)\n' "${S3PERSIST_MINIO_MODE:-auto}"
+# go test shows a passing package's output only with -v: each test binary's choice of
+# server is appended to this file and printed after the run.
+miniotest_report="$(mktemp "${TMPDIR:-/tmp}/s3persist-miniotest-report.XXXXXX")"
+trap 'rm -f "$miniotest_report"' EXIT
+export S3PERSIST_MINIOTEST_REPORT="$miniotest_report"
 step "$go_test $bbolt_gcflags -count=1 -timeout 25m ./...   (module: integration)"
-(cd integration && go test ${race[@]+"${race[@]}"} "$bbolt_gcflags" -count=1 -timeout 25m ./...)
+status=0
+(cd integration && go test ${race[@]+"${race[@]}"} "$bbolt_gcflags" -count=1 -timeout 25m ./...) || status=$?
+step "the MinIO server of each integration test binary (integration/miniotest)"
+if [[ -s "$miniotest_report" ]]; then
+	cat "$miniotest_report"
+else
+	printf '(no test binary started a server)\n'
+fi
+unset S3PERSIST_MINIOTEST_REPORT
+((status == 0)) || die "the integration tests failed (go test exit status $status)"
 
 for mod in ${other_modules[@]+"${other_modules[@]}"}; do
 	step "$go_test -count=1 -timeout 10m ./...   (module: $mod)"

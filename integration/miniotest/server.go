@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,12 +18,14 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/s3persist/s3persist/integration/images"
 )
 
 // Kinds of [Server].
 const (
 	KindExternal = "external" // an existing S3 service given by environment variables
-	KindDocker   = "docker"   // a MinIO container run with testcontainers-go
+	KindDocker   = "docker"   // a MinIO container of a local image, run with testcontainers-go
 	KindBinary   = "binary"   // a MinIO server process run from a local binary
 )
 
@@ -30,8 +33,8 @@ const (
 // installs; the binary lookup uses it to find the installed binary.
 const MinioVersion = "v0.0.0-20260212201848-7aac2a2c5b7c"
 
-// DefaultImage is the MinIO image of the Docker mode (MinIO publishes no newer images).
-const DefaultImage = "minio/minio:RELEASE.2025-09-07T16-13-09Z"
+// Values of EnvMinioMode besides KindDocker and KindBinary.
+const ModeAuto = "auto" // the default: Docker if an engine answers, else the binary
 
 // DefaultRegion is the region of the servers that this package starts.
 const DefaultRegion = "us-east-1"
@@ -48,6 +51,8 @@ const (
 	EnvMinioBin      = "S3PERSIST_MINIO_BIN"
 	EnvToolsDir      = "S3PERSIST_TOOLS_DIR"
 	EnvMinioImage    = "S3PERSIST_MINIO_IMAGE"
+	EnvMinioMode     = "S3PERSIST_MINIO_MODE"
+	EnvReport        = "S3PERSIST_MINIOTEST_REPORT"
 )
 
 // Timeouts.
@@ -96,6 +101,9 @@ func (s *Server) String() string {
 	if s.sharedBucket != "" {
 		d += fmt.Sprintf(", shared bucket %q", s.sharedBucket)
 	}
+	if s.ctr != nil {
+		d += fmt.Sprintf(", image %s, container %.12s, network %s", s.ctr.image, s.ctr.containerID(), s.ctr.network.Name)
+	}
 	return d
 }
 
@@ -108,21 +116,85 @@ func Start(ctx context.Context) (*Server, error) {
 	if os.Getenv(EnvEndpoint) != "" {
 		return startExternal(ctx)
 	}
-	if bin := os.Getenv(EnvMinioBin); bin != "" {
+	mode := strings.TrimSpace(os.Getenv(EnvMinioMode))
+	switch mode {
+	case "", ModeAuto, KindDocker, KindBinary:
+	default:
+		return nil, fmt.Errorf("miniotest: %s=%q: want %s, %s or %s (or unset)", EnvMinioMode, mode, ModeAuto, KindDocker, KindBinary)
+	}
+	if mode == KindBinary {
+		bin, err := minioBinary()
+		if err != nil {
+			return nil, fmt.Errorf("%w (%s=%s)", err, EnvMinioMode, KindBinary)
+		}
 		return startBinary(ctx, bin)
 	}
 	dockerErr := dockerAvailable(ctx)
-	if dockerErr == nil {
-		return startDocker(ctx)
+	if dockerErr == nil || mode == KindDocker {
+		if dockerErr != nil {
+			return nil, fmt.Errorf("miniotest: %s=%s, but %w", EnvMinioMode, KindDocker, dockerErr)
+		}
+		// An engine answers: the container path must work. Falling back to the binary
+		// here would hide a broken container path from CI.
+		var bin string
+		if os.Getenv(EnvMinioImage) == "" {
+			var err error
+			if bin, err = minioBinary(); err != nil {
+				return nil, fmt.Errorf("%w (a Docker engine answers, and the MinIO image is built from the MinIO binary)", err)
+			}
+		}
+		return startDocker(ctx, bin)
 	}
-	bin, lookErr := findBinary()
-	if lookErr != nil {
-		return nil, fmt.Errorf("miniotest: no S3 server for the integration tests: %v; no Docker engine (%v); "+
-			"%s is not set. Run the tests with `bash scripts/test.sh` (it installs MinIO), or run "+
-			"`bash scripts/install-minio.sh` and set %s to the path it prints, or set %s and its "+
-			"credentials to use an existing S3 service", lookErr, dockerErr, EnvEndpoint, EnvMinioBin, EnvEndpoint)
+	bin, err := minioBinary()
+	if err != nil {
+		return nil, fmt.Errorf("%w; and no Docker engine is reachable (%v)", err, dockerErr)
 	}
+	dockerUnavailableNote.Do(func() {
+		announce(fmt.Sprintf("miniotest: no Docker engine reachable (%v); running MinIO from the binary %s", dockerErr, bin))
+	})
 	return startBinary(ctx, bin)
+}
+
+// dockerAvailable is images.DockerAvailable; a test replaces it to act as if no engine
+// answered.
+var dockerAvailable = images.DockerAvailable
+
+// minioBinary returns the MinIO binary: EnvMinioBin, else the one that
+// scripts/install-minio.sh installs, else "minio" on PATH.
+func minioBinary() (string, error) {
+	if bin := os.Getenv(EnvMinioBin); bin != "" {
+		return bin, nil
+	}
+	bin, err := findBinary()
+	if err != nil {
+		return "", fmt.Errorf("miniotest: no MinIO binary: %v; %s is not set. Run the tests with "+
+			"`bash scripts/test.sh` (it installs MinIO), or run `bash scripts/install-minio.sh` and set %s to "+
+			"the path it prints, or set %s and its credentials to use an existing S3 service",
+			err, EnvMinioBin, EnvMinioBin, EnvEndpoint)
+	}
+	return bin, nil
+}
+
+// announce writes a line about the server choice to stderr and, if EnvReport names a
+// file, appends it there (go test shows a passing package's output only with -v; the
+// test command prints that file).
+func announce(line string) {
+	fmt.Fprintln(os.Stderr, line)
+	path := os.Getenv(EnvReport)
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "miniotest: %s: %v\n", EnvReport, err)
+		return
+	}
+	defer f.Close()
+	// One write per line: appends of a few hundred bytes from parallel test binaries do
+	// not interleave.
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		fmt.Fprintf(os.Stderr, "miniotest: %s: %v\n", EnvReport, err)
+	}
 }
 
 // Stop stops and removes what Start started: the binary server (and its temporary
@@ -140,38 +212,48 @@ func (s *Server) Stop() error {
 
 // Pause takes the server down abruptly (SIGKILL), as in a crash or an outage: requests in
 // flight fail, new connections are refused. The data and the port are kept for Resume.
-// Only the binary server supports it; otherwise the error wraps errors.ErrUnsupported.
-// It returns within a few seconds; ctx is for future kinds of server.
+// The binary server's process is killed; the container is killed (`docker kill`) and
+// kept, with its file system and its host port. The external server does not support
+// it: the error wraps errors.ErrUnsupported. It returns within a few seconds.
 func (s *Server) Pause(ctx context.Context) error {
-	if s.bin == nil {
-		return s.unsupported("Pause")
+	switch {
+	case s.bin != nil:
+		return s.bin.pause()
+	case s.ctr != nil:
+		return s.ctr.pause(ctx)
 	}
-	return s.bin.pause()
+	return s.unsupported("Pause")
 }
 
 // Resume starts a paused server again on the same port and data, and waits until it is
-// healthy. Only the binary server supports it (see Pause).
+// healthy (see Pause for the kinds of server that support it).
 func (s *Server) Resume(ctx context.Context) error {
-	if s.bin == nil {
-		return s.unsupported("Resume")
+	switch {
+	case s.bin != nil:
+		return s.bin.resume(ctx)
+	case s.ctr != nil:
+		return s.ctr.resume(ctx)
 	}
-	return s.bin.resume(ctx)
+	return s.unsupported("Resume")
 }
 
 // Restart stops a running server gracefully (SIGTERM, SIGKILL after StopGrace) and starts
 // it again on the same port and data, and waits until it is healthy. If it stopped but
-// cannot start again, it is left paused (Resume may be tried). Only the binary server
-// supports it (see Pause).
+// cannot start again, it is left paused (Resume may be tried). The container is stopped
+// (`docker stop`) and started. See Pause for the kinds of server that support it.
 func (s *Server) Restart(ctx context.Context) error {
-	if s.bin == nil {
-		return s.unsupported("Restart")
+	switch {
+	case s.bin != nil:
+		return s.bin.restart(ctx)
+	case s.ctr != nil:
+		return s.ctr.restart(ctx)
 	}
-	return s.bin.restart(ctx)
+	return s.unsupported("Restart")
 }
 
 func (s *Server) unsupported(op string) error {
-	return fmt.Errorf("miniotest: %s is supported only by the %s server, this one is %s: %w",
-		op, KindBinary, s.Kind, errors.ErrUnsupported)
+	return fmt.Errorf("miniotest: %s is supported only by the %s and %s servers, this one is %s: %w",
+		op, KindBinary, KindDocker, s.Kind, errors.ErrUnsupported)
 }
 
 // Client returns a new minio-go client for the server, with a transport of its own.
@@ -256,8 +338,8 @@ func (s *Server) TargetPrefixLen() int {
 // cleanup removes everything under tgt and, if removeBucket, the bucket.
 func (s *Server) cleanup(t testing.TB, client *minio.Client, tgt Target, removeBucket bool) {
 	t.Helper()
-	if s.bin != nil && s.bin.isStopped() {
-		return // the data went with the server's directory
+	if (s.bin != nil && s.bin.isStopped()) || (s.ctr != nil && s.ctr.isStopped()) {
+		return // the data went with the server's directory or container
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
@@ -371,7 +453,7 @@ func run(m *testing.M, srv **Server) (code int) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "miniotest: using %s\n", s)
+	announce(fmt.Sprintf("miniotest: %s: using %s", filepath.Base(os.Args[0]), s))
 	*srv = s
 	defer func() {
 		if err := s.Stop(); err != nil {
