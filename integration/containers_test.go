@@ -179,23 +179,7 @@ func ctrKill(t *testing.T, env *ctrEnv, durability string, force bool) {
 	if len(recv) > 0 && recv[len(recv)-1] == fencePayload {
 		recv = recv[:len(recv)-1]
 	}
-	wantPrefix(t, "victim "+queueTopic, recv, n, inFlight)
-	lost := max(n-len(recv), 0)
-	t.Logf("%s: %d of %d QoS 1 messages delivered by the new container, %d lost (flush interval %v)",
-		durability, min(len(recv), n), n, lost, ctrFlush)
-	if durability == "sync" && lost > inFlight {
-		t.Errorf("sync: %d messages lost, more than the %d whose store call may not have returned at the kill", lost, inFlight)
-	}
-	if lost > 0 {
-		window := ctrFlush + uploadSlack
-		oldest := pub.witness.receivedAt(queueTopic, len(recv))
-		if age := killedAt.Sub(oldest); age > window {
-			t.Errorf("%s: lost message %d was accepted %v before the kill, more than the flush window bound %v",
-				durability, len(recv), age.Round(time.Millisecond), window)
-		} else {
-			t.Logf("%s: the oldest lost message was accepted %v before the kill (bound %v)", durability, age.Round(time.Millisecond), window)
-		}
-	}
+	wantLossWithinFlushWindow(t, durability, "by the new container", recv, n, inFlight, ctrFlush+uploadSlack, killedAt, pub)
 }
 
 // ctrRollingUpdate: the new container starts while the old one serves; it must wait (not
