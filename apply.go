@@ -3,7 +3,6 @@ package s3persist
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/s3persist/s3persist/batching"
 )
@@ -103,9 +102,7 @@ func (p *Persistence) apply(e *entry, rec *journalRecord) {
 		if !e.holds(rec.Inc) {
 			return
 		}
-		// A shard rebuilt from per-client objects may hold packets the journal holds too.
-		pkts := slices.DeleteFunc(rec.Packets, func(pk queuedPacket) bool { return e.q.has(int(pk.Queue), pk.Seq) })
-		p.queuePinned(e, pkts)
+		p.queuePinned(e, rec.Packets)
 	case recRemove:
 		if !e.holds(rec.Inc) {
 			return

@@ -2,6 +2,8 @@ package s3persist
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -237,5 +239,48 @@ func TestASyncCallThatChangesNothingWaitsForTheChangeItRestsOn(t *testing.T) {
 	s2 := recoverAfterCrash(t, p, cut, mem)
 	if n, err := s2.PacketCountQoS12(id); err != nil || n != 1 {
 		t.Fatalf("after the crash: %d packets, %v; want the one no returned call removed", n, err)
+	}
+}
+
+// A first checkpoint that wrote a session's batch object and died before its index
+// shard leaves the packets both in the batch and in the journal. The next New rebuilds
+// the shard from the per-client objects and replays the journal on top: each packet is
+// queued once, in order.
+func TestAReplayOverARebuiltShardQueuesEachPacketOnce(t *testing.T) {
+	mem := s3store.NewMemory()
+	noShards := &hookStore{Store: mem, onPut: func(key string) error {
+		if strings.HasPrefix(key, indexRoot) {
+			return errors.New("index shards refused")
+		}
+		return nil
+	}}
+	cut := s3store.NewFaulty(noShards)
+	p, s := openOn(t, cut, Config{Durability: Sync})
+	id := []byte("x")
+	if err := s.Create(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"p1", "p2"} {
+		if err := s.PacketStoreQoS12(id, pkt(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Checkpoint(context.Background()); err == nil {
+		t.Fatal("Checkpoint succeeded though every index shard put was refused")
+	}
+	if !slices.ContainsFunc(mem.Keys(), func(k string) bool { return strings.Contains(k, "/b/") }) {
+		t.Fatalf("no batch object was written before the shard failed: %v", mem.Keys())
+	}
+
+	s2 := recoverAfterCrash(t, p, cut, mem)
+	var got []string
+	if err := s2.PacketsForEachQoS12(id, nil, func(_ interface{}, pk *vlpersistence.PersistedPacket) (bool, error) {
+		got = append(got, string(pk.Data))
+		return false, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "p1,p2" {
+		t.Fatalf("queue after a rebuild and replay: %v, want [p1 p2]", got)
 	}
 }

@@ -15,8 +15,8 @@ import (
 )
 
 // journal writes journal records as segment objects through a write-behind batcher: one
-// stream per batcher key, so the records of one session (always in the stream of its
-// shard) land in order, while streams upload side by side.
+// stream per batcher key, whose segments land in order, while streams upload side by side
+// (see add for how a session's records keep their order across streams).
 type journal struct {
 	store     s3store.Store
 	epoch     uint64
@@ -52,8 +52,8 @@ func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string
 
 // add appends an encoded record of a session to a stream and returns its ticket and the
 // stream. prev and prevStream are the ticket and stream of the session's previous record
-// in this process (the zero ticket if none). Async: the stream of shard hh, always the same for a session.
-// Sync (urgent): the stream of the session's previous record while that record is not
+// in this process (the zero ticket if none). Async: the stream of shard hh, always the
+// same for a session. Sync (urgent): the stream of the session's previous record while that record is not
 // durable, else the first idle stream from hh's on (else hh's), so that concurrent
 // callers of different sessions start uploads at once instead of queueing behind one
 // another; the batch holding the record starts uploading as soon as its stream is idle

@@ -578,8 +578,9 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 	return s.p.await(ctx, id, t)
 }
 
-// queuePinned appends journal-resident packets (ascending numbers) to e's queues. e is
-// locked.
+// queuePinned appends journal-resident packets (ascending numbers) to e's queues,
+// skipping any already queued (a shard rebuilt from per-client objects may hold packets
+// the journal holds too). e is locked.
 func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket) {
 	if e.q == nil {
 		e.q = &queues{}
@@ -593,7 +594,10 @@ func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket) {
 			e.q.q[pk.Queue] = append(q, r) // the usual case: numbers grow
 		} else {
 			// Only a replay on top of a rebuilt shard gets here: keep number order.
-			at, _ := slices.BinarySearchFunc(q, r.seq, func(x *packetRef, s uint64) int { return cmpU64(x.seq, s) })
+			at, found := slices.BinarySearchFunc(q, r.seq, func(x *packetRef, s uint64) int { return cmpU64(x.seq, s) })
+			if found {
+				continue
+			}
 			e.q.q[pk.Queue] = slices.Insert(q, at, r)
 		}
 		bytes += int64(r.size)
@@ -733,7 +737,6 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 		defer e.mu.Unlock()
 		return errBroken(e)
 	}
-	inc := e.inc
 	plan := make([]refView, len(e.q.q[q]))
 	for i, r := range e.q.q[q] {
 		plan[i] = refView{seq: r.seq, pinned: r.pinned}
@@ -754,7 +757,7 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 		if pk == nil {
 			var err error
 			if pk, err = s.p.payload(ctx, id, v.seq, v.objSeq); err != nil {
-				if !s.p.stillQueued(id, inc, q, v.seq) {
+				if !e.queued(q, v.seq) {
 					// Removed since the plan was taken (a concurrent visit), and its batch
 					// object deleted by a checkpoint: nothing to visit (P4).
 					continue
@@ -795,14 +798,12 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 	return errors.Join(readErr, err)
 }
 
-// stillQueued reports whether packet seq is still queued in q of incarnation inc of id.
-func (p *Persistence) stillQueued(id []byte, inc uint64, q int, seq uint64) bool {
-	e := p.lookup(id, false)
-	if e == nil {
-		return false
-	}
+// queued reports whether packet seq is still queued in q of e's incarnation: a Delete
+// detaches the entry for good, a later incarnation has an entry of its own.
+func (e *entry) queued(q int, seq uint64) bool {
+	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.holds(inc) && e.q.has(q, seq)
+	return !e.detached && e.q.has(q, seq)
 }
 
 // has reports whether packet seq is queued in q. qs's entry is locked.

@@ -252,8 +252,8 @@ func New[K comparable, T any](cfg Config, upload UploadFunc[K, T]) (*Batcher[K, 
 //
 // Add blocks while accepting the item would take the pending bytes past
 // MaxPendingBytes (with Config.FailWhenFull it fails at once instead, with an error
-// wrapping ErrFull, and the item is not accepted). If ctx ends first it returns an error wrapping ctx's error, and the
-// item is not accepted. After Close it returns ErrClosed, and an Add blocked when Close
+// wrapping ErrFull, and the item is not accepted). If ctx ends first it returns an error
+// wrapping ctx's error, and the item is not accepted. After Close it returns ErrClosed, and an Add blocked when Close
 // is called returns ErrClosed too. A negative size is an error.
 func (b *Batcher[K, T]) Add(ctx context.Context, key K, item T, size int, urgent bool) (Ticket, error) {
 	if size < 0 {
