@@ -173,15 +173,7 @@ func testKill(t *testing.T, bin, durability string) {
 	}
 
 	b1 := startBroker(t, bin, args()...)
-	goOffline(t, b1.addr, "victim", queueTopic)
-	pub := newOrderedPublisher(t, b1.addr, queueTopic)
-	// Spread the messages over about three flush intervals, so that Async has uploaded
-	// the older ones and not the newest when the broker is killed.
-	pub.pace = 3 * flushInterval / (n / 50)
-	start := time.Now()
-	pub.publish(t, queueTopic, 1, n)
-	wait(t, "publish the fence", pub.c.Publish(queueTopic, 1, false, fencePayload))
-	pub.witness.waitFor(t, queueTopic, fencePayload)
+	pub, start := queueForVictim(t, b1.addr, n, flushInterval)
 	killedAt := time.Now()
 	b1.kill(t)
 	t.Logf("%s: %d messages published one at a time in %v, then SIGKILL", durability, n, killedAt.Sub(start).Round(time.Millisecond))
@@ -204,6 +196,23 @@ func testKill(t *testing.T, bin, durability string) {
 		recv = recv[:len(recv)-1] // the fence went to the victim too
 	}
 	wantLossWithinFlushWindow(t, durability, "after SIGKILL and replacement", recv, n, inFlight, flushInterval+uploadSlack, killedAt, pub)
+}
+
+// queueForVictim takes the victim's session offline on the broker at addr and publishes
+// n QoS 1 messages to it, spread over about three flush intervals (so that Async has
+// uploaded the older ones and not the newest when the broker is then killed), then a
+// fence that the witness must receive: every message before it was routed. It returns
+// the publisher and when publishing started.
+func queueForVictim(t *testing.T, addr string, n int, flush time.Duration) (*orderedPublisher, time.Time) {
+	t.Helper()
+	goOffline(t, addr, "victim", queueTopic)
+	pub := newOrderedPublisher(t, addr, queueTopic)
+	pub.pace = 3 * flush / time.Duration(n/50)
+	start := time.Now()
+	pub.publish(t, queueTopic, 1, n)
+	wait(t, "publish the fence", pub.c.Publish(queueTopic, 1, false, fencePayload))
+	pub.witness.waitFor(t, queueTopic, fencePayload)
+	return pub, start
 }
 
 // wantLossWithinFlushWindow checks what a broker replaced after a SIGKILL delivered of

@@ -134,13 +134,7 @@ func ctrKill(t *testing.T, env *ctrEnv, durability string, force bool) {
 	}
 
 	b1 := env.startBroker(t, "old", args()...)
-	goOffline(t, b1.addr, "victim", queueTopic)
-	pub := newOrderedPublisher(t, b1.addr, queueTopic)
-	pub.pace = 3 * ctrFlush / (n / 50)
-	start := time.Now()
-	pub.publish(t, queueTopic, 1, n)
-	wait(t, "publish the fence", pub.c.Publish(queueTopic, 1, false, fencePayload))
-	pub.witness.waitFor(t, queueTopic, fencePayload)
+	pub, start := queueForVictim(t, b1.addr, n, ctrFlush)
 	env.kill(t, b1)
 	killedAt := time.Now()
 	pub.close()

@@ -100,20 +100,7 @@ func TestDockerLifecycle(t *testing.T) {
 	if err := health(s); err == nil {
 		t.Fatal("the server answers while paused")
 	}
-	if err := s.Pause(t.Context()); err == nil || !strings.Contains(err.Error(), "paused") {
-		t.Fatalf("second Pause: %v, want an error saying the server is paused", err)
-	}
-	if err := s.Restart(t.Context()); err == nil {
-		t.Fatal("Restart of a paused server succeeded")
-	}
-	if err := s.Resume(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	mustGet(t, c, tgt.Bucket, "k", "before restart")
-	putString(t, c, tgt.Bucket, "k2", "after resume")
-	if err := s.Resume(t.Context()); err == nil {
-		t.Fatal("Resume of a running server succeeded")
-	}
+	checkPausedThenResumed(t, s, c, tgt)
 
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)

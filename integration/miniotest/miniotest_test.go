@@ -277,20 +277,7 @@ func TestBinaryLifecycle(t *testing.T) {
 	if err == nil {
 		t.Fatal("get succeeded while paused")
 	}
-	if err := s.Pause(t.Context()); err == nil || !strings.Contains(err.Error(), "paused") {
-		t.Fatalf("second Pause: %v, want an error saying the server is paused", err)
-	}
-	if err := s.Restart(t.Context()); err == nil {
-		t.Fatal("Restart of a paused server succeeded")
-	}
-	if err := s.Resume(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	mustGet(t, c, tgt.Bucket, "k", "before restart")
-	putString(t, c, tgt.Bucket, "k2", "after resume")
-	if err := s.Resume(t.Context()); err == nil {
-		t.Fatal("Resume of a running server succeeded")
-	}
+	checkPausedThenResumed(t, s, c, tgt)
 
 	pid = s.bin.proc.cmd.Process.Pid
 	if err := s.Stop(); err != nil {
@@ -577,4 +564,25 @@ func TestExternalMode(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// checkPausedThenResumed checks a paused server, of any kind, whose bucket tgt holds "k"
+// = "before restart": a second Pause and a Restart are refused, Resume brings back the
+// same data and accepts writes, and a second Resume is refused.
+func checkPausedThenResumed(t *testing.T, s *Server, c *minio.Client, tgt Target) {
+	t.Helper()
+	if err := s.Pause(t.Context()); err == nil || !strings.Contains(err.Error(), "paused") {
+		t.Fatalf("second Pause: %v, want an error saying the server is paused", err)
+	}
+	if err := s.Restart(t.Context()); err == nil {
+		t.Fatal("Restart of a paused server succeeded")
+	}
+	if err := s.Resume(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, c, tgt.Bucket, "k", "before restart")
+	putString(t, c, tgt.Bucket, "k2", "after resume")
+	if err := s.Resume(t.Context()); err == nil {
+		t.Fatal("Resume of a running server succeeded")
+	}
 }
