@@ -131,7 +131,9 @@ func sameContent(a, b reflect.Value) bool {
 	panic(fmt.Sprintf("sameContent: unexpected kind %s", a.Kind()))
 }
 
-func encodeSegment(recs []journalRecord) ([]byte, error) {
+// encodeSegmentOf encodes a segment of recs through encMode (reflection): the reference
+// the append-style encoders of recordenc.go are checked against.
+func encodeSegmentOf(recs []journalRecord) ([]byte, error) {
 	seg := segmentRecord{Format: formatVersion, Records: make([]cbor.RawMessage, len(recs))}
 	for i := range recs {
 		b, err := encode(recs[i])
@@ -188,7 +190,7 @@ func FuzzDecodeBatch(f *testing.F) {
 
 func FuzzDecodeSegment(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecoder(t, data, func(d []byte) ([]journalRecord, error) { return decodeSegment(fuzzKey, d) }, encodeSegment)
+		checkDecoder(t, data, func(d []byte) ([]journalRecord, error) { return decodeSegment(fuzzKey, d) }, encodeSegmentOf)
 	})
 }
 
@@ -230,6 +232,7 @@ func FuzzEncodedRecordsDecode(f *testing.F) {
 			{Kind: recRemove, Seq: last, ID: id, Inc: seq, Removed: live[queue%numQueues]},
 			{Kind: recDelete, Seq: last, ID: id, Inc: seq},
 		}
+		sameAsEncMode(t, recs, pkts)
 		roundTrip(t, sessionRecord{Format: formatVersion, ID: id, Incarnation: seq, State: state},
 			func(d []byte) (sessionRecord, error) { return decodeSession(fuzzKey, d) })
 		roundTrip(t, batchRecord{Format: formatVersion, Packets: pkts},
@@ -249,13 +252,56 @@ func FuzzEncodedRecordsDecode(f *testing.F) {
 	})
 }
 
+// sameAsEncMode checks that the append-style encoders (recordenc.go) write exactly what
+// encMode writes for the same journal records, segment and packet batch, and that the
+// packets of an encoded journal record alias its encoding with their content unchanged.
+func sameAsEncMode(t *testing.T, recs []journalRecord, pkts []queuedPacket) {
+	t.Helper()
+	fast := make([][]byte, len(recs))
+	for i, r := range recs {
+		want, err := encode(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Packets = slices.Clone(r.Packets)
+		fast[i] = encodeJournalRecord(&r)
+		if !bytes.Equal(fast[i], want) {
+			t.Fatalf("journal record %+v:\nencodeJournalRecord %x\nencMode             %x", recs[i], fast[i], want)
+		}
+		for j, pk := range r.Packets {
+			if !bytes.Equal(pk.Data, recs[i].Packets[j].Data) || !bytes.Equal(pk.ExpireAt, recs[i].Packets[j].ExpireAt) ||
+				(pk.Data == nil) != (recs[i].Packets[j].Data == nil) {
+				t.Fatalf("packet %d changed in encodeJournalRecord: %+v, was %+v", j, pk, recs[i].Packets[j])
+			}
+		}
+	}
+	want, err := encodeSegmentOf(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := encodeSegment(fast); !bytes.Equal(got, want) {
+		t.Fatalf("segment:\nencodeSegment %x\nencMode       %x", got, want)
+	}
+	ptrs := make([]*queuedPacket, len(pkts))
+	for i := range pkts {
+		ptrs[i] = &pkts[i]
+	}
+	want, err = encode(batchRecord{Format: formatVersion, Packets: slices.Clone(pkts)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := encodeBatch(ptrs); !bytes.Equal(got, want) {
+		t.Fatalf("batch:\nencodeBatch %x\nencMode     %x", got, want)
+	}
+}
+
 // roundTrip checks that the decoder accepts the encoding of r and returns r.
 func roundTrip[R any](t *testing.T, r R, decode func([]byte) (R, error)) {
 	t.Helper()
 	var data []byte
 	var err error
 	if recs, ok := any(r).([]journalRecord); ok {
-		data, err = encodeSegment(recs)
+		data, err = encodeSegmentOf(recs)
 	} else {
 		data, err = encode(r)
 	}
