@@ -47,18 +47,24 @@ func (p *Persistence) commit(ctx context.Context, e *entry, rec *journalRecord) 
 	if err := p.lease.fencedErr(); err != nil {
 		return batching.Ticket{}, err
 	}
-	data, err := encode(rec)
-	if err != nil {
-		return batching.Ticket{}, err
-	}
+	data := encodeJournalRecord(rec) // from here on, rec's packets alias data
 	p.markDirty(int(e.hh))
-	t, stream, err := p.records.add(ctx, int(e.hh), e.tail, int(e.tailStream), data, p.cfg.Durability == Sync)
+	t, stream, err := p.records.add(ctx, int(e.hh), e.tail, int(e.tailStream), data, p.syncing())
 	if err != nil {
 		return t, fmt.Errorf("s3persist: journal a change of %q: %w", e.id, err)
 	}
 	e.tail, e.tailStream = t, uint8(stream) // JournalStreams is at most numShards (256)
 	p.apply(e, rec)
+	if p.journal.checkpointDue.Load() {
+		p.kickCheckpoint() // the journal a restart would replay has reached its bound
+	}
 	return t, nil
+}
+
+// syncing reports whether calls wait for their records to be durable: Sync mode until
+// BeginShutdown.
+func (p *Persistence) syncing() bool {
+	return p.cfg.Durability == Sync && !p.shuttingDown.Load()
 }
 
 // apply applies journal record rec to e (see above). e is locked, or New is loading on

@@ -38,6 +38,23 @@ import (
 // markDirty records that index shard hh must be rewritten.
 func (p *Persistence) markDirty(hh int) { p.dirty[hh].Store(true) }
 
+// errCheckpointAbandoned fails a checkpoint that Shutdown stopped.
+var errCheckpointAbandoned = errors.New("abandoned: the instance is shutting down")
+
+// stopRequested reports whether Shutdown has begun. A checkpoint then starts no more
+// requests and fails: those in flight finish (so nothing of it lands after Shutdown
+// returns), its shards stay dirty and the journal keeps everything, which the next
+// start replays (within CheckpointSegments and CheckpointBytes). Shutdown thus waits
+// for the final flush, not for a checkpoint of every session a stopping broker touched.
+func (p *Persistence) stopRequested() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
 // kickCheckpoint asks the checkpointer for a checkpoint soon.
 func (p *Persistence) kickCheckpoint() {
 	select {
@@ -127,10 +144,15 @@ func (p *Persistence) runCheckpointer() {
 		case <-p.ckptKick:
 		case <-tick.C:
 		}
+		if p.shuttingDown.Load() {
+			// After BeginShutdown the final flush needs the store more than a
+			// checkpoint that Shutdown would abandon anyway.
+			continue
+		}
 		ctx, cancel := context.WithTimeout(p.bgCtx, p.cfg.CheckpointTimeout)
 		err := p.checkpoint(ctx)
 		cancel()
-		if err != nil && p.bgCtx.Err() == nil {
+		if err != nil && p.bgCtx.Err() == nil && !errors.Is(err, errCheckpointAbandoned) {
 			p.stats.checkpointFailures.Add(1)
 			p.log.Warn("s3persist: checkpoint failed; the journal keeps everything and the next one retries", "err", err)
 		}
@@ -216,6 +238,10 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.cfg.LoadConcurrency)
 	for _, s := range snaps {
+		if p.stopRequested() {
+			g.Go(func() error { return errCheckpointAbandoned })
+			break
+		}
 		if len(s.moved) > 0 {
 			g.Go(func() error { return p.writeBatch(gctx, s) })
 		}
@@ -237,6 +263,10 @@ func (p *Persistence) checkpoint(ctx context.Context) error {
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(p.cfg.LoadConcurrency)
 	for _, hh := range shards {
+		if p.stopRequested() {
+			g.Go(func() error { return errCheckpointAbandoned })
+			break
+		}
 		if p.frozen[hh] {
 			continue // its object is unreadable: left for an operator (see load.go)
 		}
@@ -337,19 +367,13 @@ func (p *Persistence) snapshot(e *entry) *sessionSnap {
 // writeBatch writes the new batch object of s and adopts it: its packets leave the
 // pinned memory for the cache, unless they were removed meanwhile.
 func (p *Persistence) writeBatch(ctx context.Context, s *sessionSnap) error {
-	rec := batchRecord{Format: formatVersion, Packets: make([]queuedPacket, len(s.movedPkts))}
-	for i, pk := range s.movedPkts {
-		rec.Packets[i] = *pk
-	}
-	data, err := encode(rec)
-	if err != nil {
-		return err
-	}
+	data := encodeBatch(s.movedPkts)
 	key := batchKey(clientPrefix(s.rec.ID), s.moved[0].seq)
 	if _, err := p.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
 		p.addUnsure(unsureBatch{id: s.rec.ID, key: key, seq: s.moved[0].seq})
 		return fmt.Errorf("write packets of %q: %w", s.rec.ID, err)
 	}
+	uploadBuffers.put(data)
 	e := s.e
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/fxamacker/cbor/v2"
 
 	"github.com/s3persist/s3persist/batching"
 	"github.com/s3persist/s3persist/s3store"
@@ -24,14 +23,31 @@ type journal struct {
 	b         *batching.Batcher[int, []byte]
 	uploadLog *rateLimitedLog // failed uploads: every attempt is retried, the log says why
 
+	// checkpointDue is set while the durable segments no checkpoint has covered yet
+	// reach CheckpointSegments in number or CheckpointBytes in size: they are what the
+	// next New must read and replay. commit starts a checkpoint while it is set, so a
+	// start-up's reads stay bounded whatever the mode. (The journal does not start one
+	// itself when an upload ends: the background checkpointer starts only from calls,
+	// its interval and New, which the simulation relies on.)
+	checkpointDue atomic.Bool
+	maxSegments   int
+	maxBytes      int64
+
 	mu sync.Mutex
 	// segments are the keys of the durable segments no checkpoint has covered yet, in
-	// the order they became durable. Guarded by mu.
+	// the order they became durable, and sizes their sizes (0 for a segment replayed at
+	// New: it is covered by the checkpoint New starts). Guarded by mu.
 	segments []string
+	sizes    map[string]int64
+	bytes    int64 // the sum of sizes
 }
 
+// newJournal returns the journal of an instance. segments are the keys of the durable
+// segments New replayed.
 func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string) (*journal, error) {
 	j := &journal{store: store, epoch: epoch, streams: cfg.JournalStreams, segments: segments,
+		sizes: map[string]int64{},
+		maxSegments: cfg.CheckpointSegments, maxBytes: cfg.CheckpointBytes,
 		uploadLog: &rateLimitedLog{log: cfg.Logger, every: uploadErrorLogInterval}}
 	b, err := batching.New(batching.Config{
 		BatchBytes:           cfg.BatchBytes,
@@ -52,24 +68,25 @@ func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string
 
 // add appends an encoded record of a session to a stream and returns its ticket and the
 // stream. prev and prevStream are the ticket and stream of the session's previous record
-// in this process (the zero ticket if none). Async: the stream of shard hh, always the
-// same for a session. Sync (urgent): the stream of the session's previous record while that record is not
-// durable, else the first idle stream from hh's on (else hh's), so that concurrent
-// callers of different sessions start uploads at once instead of queueing behind one
-// another; the batch holding the record starts uploading as soon as its stream is idle
-// (group commit).
+// in this process (the zero ticket if none). The stream is that of the session's previous
+// record while that record is not durable; otherwise, for an urgent (Sync) record, the
+// first idle stream from hh's on (else hh's), so that concurrent callers of different
+// sessions start uploads at once instead of queueing behind one another, and for any
+// other record the stream of shard hh. An urgent record's batch starts uploading as soon
+// as its stream is idle (group commit).
 //
 // Either way, a session's records become durable in the order they were made: the
 // segments of one stream land in order, and a record moves to another stream only once
 // every earlier record of its session is durable. So a Sync call that returned nil
 // never depends on an earlier record of its session that a crash could still lose
-// (docs/layout.md, "Recovery").
+// (docs/layout.md, "Recovery"); and after BeginShutdown, when Sync records stop being
+// urgent, a session whose last record went to an idle stream keeps to it until it lands.
 func (j *journal) add(ctx context.Context, hh int, prev batching.Ticket, prevStream int, rec []byte, urgent bool) (batching.Ticket, int, error) {
 	stream := hh % j.streams
 	switch {
-	case !urgent:
 	case prev != (batching.Ticket{}) && !prev.Durable():
 		stream = prevStream
+	case !urgent:
 	default:
 		for i := range j.streams {
 			if k := (stream + i) % j.streams; j.b.Idle(k) {
@@ -88,14 +105,7 @@ func (j *journal) add(ctx context.Context, hh int, prev batching.Ticket, prevStr
 // upload writes one segment. A retry of the same batch writes the same key, so an upload
 // whose first attempt did land is harmless.
 func (j *journal) upload(ctx context.Context, b batching.Batch[int, []byte]) error {
-	rec := segmentRecord{Format: formatVersion, Records: make([]cbor.RawMessage, len(b.Items))}
-	for i, it := range b.Items {
-		rec.Records[i] = it
-	}
-	data, err := encode(rec)
-	if err != nil {
-		return err
-	}
+	data := encodeSegment(b.Items)
 	key := segmentKey(b.Key, j.epoch, b.Seq)
 	if _, err := j.store.Put(ctx, key, data, s3store.PutOptions{}); err != nil {
 		if !errors.Is(err, ErrFenced) {
@@ -104,8 +114,12 @@ func (j *journal) upload(ctx context.Context, b batching.Batch[int, []byte]) err
 		}
 		return fmt.Errorf("s3persist: write journal segment: %w", err)
 	}
+	uploadBuffers.put(data)
 	j.mu.Lock()
 	j.segments = append(j.segments, key)
+	j.sizes[key] = int64(len(data))
+	j.bytes += int64(len(data))
+	j.checkpointDue.Store(j.overBound())
 	j.mu.Unlock()
 	return nil
 }
@@ -115,6 +129,13 @@ func (j *journal) durable() []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]string(nil), j.segments...)
+}
+
+// uncovered returns the number and size of the durable segments not covered yet.
+func (j *journal) uncovered() (int, int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.segments), j.bytes
 }
 
 // covered forgets segments that a checkpoint covered and deleted.
@@ -129,9 +150,19 @@ func (j *journal) covered(keys []string) {
 	for _, k := range j.segments {
 		if !gone[k] {
 			kept = append(kept, k)
+		} else {
+			j.bytes -= j.sizes[k]
+			delete(j.sizes, k)
 		}
 	}
 	j.segments = kept
+	j.checkpointDue.Store(j.overBound())
+}
+
+// overBound reports whether the segments not covered yet are too many or too big. j.mu
+// is held.
+func (j *journal) overBound() bool {
+	return len(j.segments) >= j.maxSegments || j.bytes >= j.maxBytes
 }
 
 // uploadErrorLogInterval is the most often a failing journal upload is logged: an outage

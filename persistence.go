@@ -118,9 +118,18 @@ type Config struct {
 	// Async, 16 in Sync.
 	JournalStreams int
 
-	// CheckpointBytes starts a checkpoint when the payloads held only by the journal
-	// reach it. Default: 32 MiB.
+	// CheckpointBytes starts a checkpoint when the payloads held only by the journal, or
+	// the durable journal segments that no checkpoint has covered yet, reach it. Default:
+	// 32 MiB.
 	CheckpointBytes int64
+
+	// CheckpointSegments starts a checkpoint when this many durable journal segments are
+	// not covered by one yet. A start-up reads and replays every such segment, so this
+	// bounds it in every mode: Sync calls make a segment each (or a few calls share one)
+	// and may carry no payload for CheckpointBytes to count. A checkpoint costs a PUT per
+	// changed index shard (at most 256) and per session with new state or packets, so a
+	// low value costs requests. Default: 500.
+	CheckpointSegments int
 
 	// CheckpointInterval starts a checkpoint this long after the last one when anything
 	// changed, bounding how much journal a restart replays when traffic is light. A
@@ -227,6 +236,7 @@ const (
 	DefaultSyncJournalStreams = 16 // Sync
 	DefaultCheckpointBytes    = 32 << 20
 	DefaultCheckpointInterval = 5 * time.Minute
+	DefaultCheckpointSegments = 500
 	DefaultCheckpointTimeout  = 2 * time.Minute
 	DefaultCacheBytes         = 64 << 20
 	DefaultCallTimeout        = 30 * time.Second
@@ -268,6 +278,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("s3persist: Config.JournalStreams %d is outside 0..%d", c.JournalStreams, numShards)
 	case c.CheckpointBytes < 0:
 		return fmt.Errorf("s3persist: Config.CheckpointBytes %d is negative", c.CheckpointBytes)
+	case c.CheckpointSegments < 0:
+		return fmt.Errorf("s3persist: Config.CheckpointSegments %d is negative", c.CheckpointSegments)
 	case c.CheckpointInterval < 0:
 		return fmt.Errorf("s3persist: Config.CheckpointInterval %v is negative", c.CheckpointInterval)
 	case c.CheckpointTimeout < 0:
@@ -310,6 +322,9 @@ func (c Config) withDefaults() Config {
 	if c.CheckpointBytes == 0 {
 		c.CheckpointBytes = DefaultCheckpointBytes
 	}
+	if c.CheckpointSegments == 0 {
+		c.CheckpointSegments = DefaultCheckpointSegments
+	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = DefaultCheckpointInterval
 	}
@@ -340,19 +355,21 @@ func (c Config) withDefaults() Config {
 // Persistence is a vlpersistence.IFace backed by an object store. Create it with New; it
 // is safe for concurrent use.
 type Persistence struct {
-	cfg         Config
-	store       s3store.Store // with Config.Prefix applied
-	ownsStore   s3store.Store // closed by Shutdown; nil when the caller owns the store
-	log         *slog.Logger
-	seq         *sequencer
-	sys         vlpersistence.SystemState
-	closed      atomic.Bool
-	journal     *journal
-	records     recordJournal                     // the journal, as commit appends to it
-	cache       *cache.LRU[uint64, *queuedPacket] // payloads of checkpointed packets, by number
-	lease       *lease
-	leaseCancel context.CancelFunc // stops the renewals (after Shutdown's last write)
-	leaseDone   chan struct{}      // closed when the renewals stopped
+	cfg       Config
+	store     s3store.Store // with Config.Prefix applied
+	ownsStore s3store.Store // closed by Shutdown; nil when the caller owns the store
+	log       *slog.Logger
+	seq       *sequencer
+	sys       vlpersistence.SystemState
+	closed    atomic.Bool
+	// shuttingDown is set by BeginShutdown: Sync calls stop waiting for their records.
+	shuttingDown atomic.Bool
+	journal      *journal
+	records      recordJournal                     // the journal, as commit appends to it
+	cache        *cache.LRU[uint64, *queuedPacket] // payloads of checkpointed packets, by number
+	lease        *lease
+	leaseCancel  context.CancelFunc // stops the renewals (after Shutdown's last write)
+	leaseDone    chan struct{}      // closed when the renewals stopped
 
 	// brokenSegments are journal segments that could not be decoded at New: they stay
 	// sealed (valid, left for an operator). Set before New returns.
@@ -479,6 +496,16 @@ func (p *Persistence) closeOwnedStore() {
 	}
 }
 
+// writeContext bounds a call that only journals a change. Such a call can wait only in
+// Sync mode (for durability) or with WaitForRoom (for room in the journal); otherwise
+// nothing in it can block, and it goes without a timer: the hot path of Async mode.
+func (p *Persistence) writeContext() (context.Context, context.CancelFunc) {
+	if !p.syncing() && p.cfg.WhenStoreIsBehind == FailAtOnce {
+		return context.Background(), func() {}
+	}
+	return p.callContext()
+}
+
 // callContext bounds the storage work of one API call.
 func (p *Persistence) callContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), p.cfg.CallTimeout)
@@ -539,6 +566,25 @@ func (p *Persistence) Checkpoint(ctx context.Context) error {
 	return p.checkpoint(ctx)
 }
 
+// BeginShutdown tells a Sync instance that the broker is stopping. From then on its
+// calls no longer wait for their changes to be durable: they return as in Async mode,
+// and Shutdown makes all of them durable together, in a few segments, instead of one
+// round trip each. Call it just before the broker's own shutdown (VolantMQ stores every
+// session while it stops: 10,000 sessions cost 10,000 round trips in Sync mode, far more
+// than a pod's grace period).
+//
+// What it costs: a crash between BeginShutdown and the end of Shutdown loses the changes
+// made in that window that were not durable yet, as in Async mode (at most what the
+// journal holds, FlushInterval's worth unless the store is slow). A change made before
+// BeginShutdown keeps its guarantee: a Sync call that returned nil before it is durable.
+// Calls waiting for durability when BeginShutdown is called keep waiting. Calling it in
+// Async mode, or more than once, does nothing more. It never fails.
+func (p *Persistence) BeginShutdown() {
+	if p.cfg.Durability == Sync && p.shuttingDown.CompareAndSwap(false, true) {
+		p.log.Info("s3persist: shutdown begun: Sync calls now return before their changes are durable; Shutdown makes them durable")
+	}
+}
+
 // Shutdown makes everything accepted durable within Config.ShutdownTimeout, stops the
 // background work, releases the store, and returns nil (I4). If something could not be
 // made durable in time it returns an error saying how much. Afterwards every method
@@ -551,11 +597,10 @@ func (p *Persistence) Shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer cancel()
 	start := time.Now()
-	// A checkpoint in flight may finish (its requests would otherwise be cut, and a cut
-	// PUT can still land after Shutdown returned), within the deadline. The journal is
-	// flushed at the same time, not after it: a slow checkpoint must not use up the
-	// deadline that the changes not yet durable need (the journal holds them all, and
-	// a checkpoint adds nothing to it).
+	// A checkpoint in flight starts no more requests and fails (see stopRequested); the
+	// requests it has in flight finish, within the deadline, since a cut PUT could still
+	// land after Shutdown returned. The journal is flushed at the same time: it holds
+	// every change, and the next start replays what the checkpoint did not cover.
 	close(p.stopping)
 	journalClosed := make(chan error, 1)
 	go func() { journalClosed <- p.journal.b.Close(ctx) }() // owned: awaited below
@@ -589,8 +634,12 @@ func (p *Persistence) Shutdown() error {
 
 // Stats are counters of a Persistence, for monitoring and benchmarks.
 type Stats struct {
-	Sessions           int64
-	PinnedBytes        int64 // payloads only the journal holds (not checkpointed yet)
+	Sessions    int64
+	PinnedBytes int64 // payloads only the journal holds (not checkpointed yet)
+	// UncoveredSegments and UncoveredBytes are the durable journal segments no
+	// checkpoint has covered yet, and their size: what a restart would read and replay.
+	UncoveredSegments  int
+	UncoveredBytes     int64
 	Journal            batching.Stats
 	Cache              cache.Stats
 	Checkpoints        int64
@@ -599,9 +648,12 @@ type Stats struct {
 
 // Stats returns the counters.
 func (p *Persistence) Stats() Stats {
+	segments, bytes := p.journal.uncovered()
 	return Stats{
 		Sessions:           p.live.Load(),
 		PinnedBytes:        p.pinned.Load(),
+		UncoveredSegments:  segments,
+		UncoveredBytes:     bytes,
 		Journal:            p.journal.b.Stats(),
 		Cache:              p.cache.Stats(),
 		Checkpoints:        p.stats.checkpoints.Load(),

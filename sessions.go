@@ -89,19 +89,18 @@ type batchObj struct {
 // not exist as a session until the caller sets exists). The entry is returned locked and
 // attached.
 func (p *Persistence) lookup(id []byte, create bool) *entry {
-	k := string(id)
 	for {
 		p.tableMu.RLock()
-		e := p.table[k]
+		e := p.table[string(id)] // no copy of id: the compiler looks it up in place
 		p.tableMu.RUnlock()
 		if e == nil {
 			if !create {
 				return nil
 			}
 			p.tableMu.Lock()
-			if e = p.table[k]; e == nil {
+			if e = p.table[string(id)]; e == nil {
 				e = &entry{id: clone(id), hh: uint8(shardOf(id))}
-				p.table[k] = e
+				p.table[string(e.id)] = e
 			}
 			p.tableMu.Unlock()
 		}
@@ -154,7 +153,7 @@ func (p *Persistence) existing(id []byte, usable bool) (*entry, error) {
 // last record (entry.tail): its nil must not rest on a change a crash can still lose.
 // The zero ticket (no record of this process) is durable already.
 func (p *Persistence) await(ctx context.Context, id []byte, t batching.Ticket) error {
-	if p.cfg.Durability != Sync || t == (batching.Ticket{}) {
+	if !p.syncing() || t == (batching.Ticket{}) {
 		return nil
 	}
 	if err := t.Wait(ctx); err != nil {
@@ -205,7 +204,7 @@ func (s *sessions) Create(id []byte, base *vlpersistence.SessionBase) error {
 	if !validID(id) {
 		return vlpersistence.ErrInvalidArgs
 	}
-	ctx, cancel := s.p.callContext()
+	ctx, cancel := s.p.writeContext()
 	defer cancel()
 	e := s.p.lookup(id, true)
 	if e.exists {
@@ -251,7 +250,7 @@ func (s *sessions) Delete(id []byte) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.p.callContext()
+	ctx, cancel := s.p.writeContext()
 	defer cancel()
 	seq, err := s.p.seq.take(1)
 	if err != nil {
@@ -315,7 +314,7 @@ func (s *sessions) update(id []byte, create bool, fn func(st *sessionState)) err
 	if e == nil {
 		return vlpersistence.ErrNotFound
 	}
-	ctx, cancel := s.p.callContext()
+	ctx, cancel := s.p.writeContext()
 	defer cancel()
 	if !e.exists {
 		if !create {
@@ -553,20 +552,21 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.p.callContext()
+	ctx, cancel := s.p.writeContext()
 	defer cancel()
 	first, err := s.p.seq.take(uint64(n))
 	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	// The pinned copies are the record's packets: the record is encoded (copied) before
-	// the call returns, and the copies are what later reads see (G6).
+	// The record's packets hold the broker's payloads only until commit encodes the
+	// record: from then on they alias the encoding (one copy of each payload, shared by
+	// the journal and the pinned packets), which is what later reads see (G6).
 	pkts := make([]queuedPacket, 0, n)
 	seq := first
 	for q := range numQueues {
 		for _, p := range queues[q] {
-			pkts = append(pkts, queuedPacket{Seq: seq, Queue: uint8(q), ExpireAt: []byte(p.ExpireAt), Data: clone(p.Data)})
+			pkts = append(pkts, queuedPacket{Seq: seq, Queue: uint8(q), ExpireAt: []byte(p.ExpireAt), Data: p.Data})
 			seq++
 		}
 	}
@@ -626,7 +626,7 @@ func (s *sessions) PacketsDelete(id []byte) error {
 	if e.q.empty() {
 		prior := e.tail
 		e.mu.Unlock()
-		ctx, cancel := s.p.callContext()
+		ctx, cancel := s.p.writeContext()
 		defer cancel()
 		return s.p.await(ctx, id, prior)
 	}
@@ -637,7 +637,7 @@ func (s *sessions) PacketsDelete(id []byte) error {
 		}
 	}
 	slices.Sort(all)
-	ctx, cancel := s.p.callContext()
+	ctx, cancel := s.p.writeContext()
 	defer cancel()
 	t, err := s.p.removePackets(ctx, e, all)
 	e.mu.Unlock()

@@ -136,6 +136,9 @@ func run(ctx context.Context, cfg *config, logger *slog.Logger, stdout io.Writer
 			logger.Error("flush before the broker's shutdown", "err", err)
 		}
 		cancel()
+		// The broker stores every session while it stops: in Sync mode one round trip
+		// each, unless they go together into the store's final flush.
+		st.s3p.BeginShutdown()
 	}
 	if err := shutdownBroker(srv); err != nil {
 		logger.Error("broker shutdown", "err", err)
