@@ -108,7 +108,7 @@ func (p *Persistence) apply(e *entry, rec *journalRecord) {
 		if !e.holds(rec.Inc) {
 			return
 		}
-		p.queuePinned(e, rec.Packets)
+		p.queuePinned(e, rec.Packets, rec.refs)
 	case recRemove:
 		if !e.holds(rec.Inc) {
 			return

@@ -46,8 +46,7 @@ type journal struct {
 // segments New replayed.
 func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string) (*journal, error) {
 	j := &journal{store: store, epoch: epoch, streams: cfg.JournalStreams, segments: segments,
-		sizes: map[string]int64{},
-		maxSegments: cfg.CheckpointSegments, maxBytes: cfg.CheckpointBytes,
+		sizes: map[string]int64{}, maxSegments: cfg.CheckpointSegments, maxBytes: cfg.CheckpointBytes,
 		uploadLog: &rateLimitedLog{log: cfg.Logger, every: uploadErrorLogInterval}}
 	b, err := batching.New(batching.Config{
 		BatchBytes:           cfg.BatchBytes,

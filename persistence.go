@@ -233,7 +233,7 @@ const (
 	DefaultBatchBytes         = 8 << 20
 	DefaultMaxPendingBytes    = 64 << 20
 	DefaultJournalStreams     = 4  // Async
-	DefaultSyncJournalStreams = 16 // Sync
+	DefaultSyncJournalStreams = 64 // Sync
 	DefaultCheckpointBytes    = 32 << 20
 	DefaultCheckpointInterval = 5 * time.Minute
 	DefaultCheckpointSegments = 500

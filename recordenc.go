@@ -119,10 +119,8 @@ func stateRecordBound(s *stateRecord) int {
 	return n
 }
 
-// encodeJournalRecord encodes r as encMode would. The packets of r then alias the
-// encoding: their Data and ExpireAt are re-pointed into it, so that the pinned copy of a
-// payload and the journal's share one buffer (a call copies each payload once).
-func encodeJournalRecord(r *journalRecord) []byte {
+// journalRecordBound is at least the encoded size of r.
+func journalRecordBound(r *journalRecord) int {
 	bound := 1 + 4*(2+maxHeadLen) + len(r.ID) + 2*(2+maxHeadLen) + maxHeadLen*len(r.Removed)
 	if r.State != nil {
 		bound += stateRecordBound(r.State)
@@ -130,13 +128,25 @@ func encodeJournalRecord(r *journalRecord) []byte {
 	for i := range r.Packets {
 		bound += queuedPacketBound(&r.Packets[i])
 	}
+	return bound
+}
+
+// encodeJournalRecord encodes r as encMode would, into r.buf if it has room. The packets
+// of r then alias the encoding: their Data and ExpireAt are re-pointed into it, so that
+// the pinned copy of a payload and the journal's share one buffer (a call copies each
+// payload once).
+func encodeJournalRecord(r *journalRecord) []byte {
+	b := r.buf[:0]
+	if bound := journalRecordBound(r); cap(b) < bound {
+		b = make([]byte, 0, bound)
+	}
 	fields := uint64(4)
 	for _, set := range [...]bool{r.State != nil, len(r.Packets) > 0, len(r.Removed) > 0} {
 		if set {
 			fields++
 		}
 	}
-	b := appendHead(make([]byte, 0, bound), cborMap, fields)
+	b = appendHead(b, cborMap, fields)
 	b = appendUintField(b, 0, uint64(r.Kind))
 	b = appendUintField(b, 1, r.Seq)
 	b = appendBytesField(b, 2, r.ID)

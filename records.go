@@ -122,6 +122,13 @@ type journalRecord struct {
 	State   *stateRecord   `cbor:"4,keyasint,omitempty"`
 	Packets []queuedPacket `cbor:"5,keyasint,omitempty"`
 	Removed []uint64       `cbor:"6,keyasint,omitempty"`
+
+	// Room a live call allocates before it takes its session's lock, so that nothing
+	// under the lock allocates (an allocation can stall on the garbage collector while
+	// every other caller of the session waits): buf for the encoding, refs for the
+	// queue entries of Packets. Not encoded; nil in replay.
+	buf  []byte
+	refs []packetRef
 }
 
 // segmentRecord is one journal segment: records encoded one by one when they were made.

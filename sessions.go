@@ -548,6 +548,19 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 	if n > maxPacketsPerCall {
 		return vlpersistence.ErrInvalidArgs
 	}
+	// The record's packets hold the broker's payloads only until commit encodes the
+	// record: from then on they alias the encoding (one copy of each payload, shared by
+	// the journal and the pinned packets), which is what later reads see (G6). Everything
+	// the record needs is allocated before the session's lock; the packets get their
+	// numbers under it, the maximum they may take is counted in the room for encoding.
+	rec := &journalRecord{Kind: recPackets, Seq: ^uint64(0), ID: id, Inc: ^uint64(0), Packets: make([]queuedPacket, 0, n)}
+	for q := range numQueues {
+		for _, p := range queues[q] {
+			rec.Packets = append(rec.Packets, queuedPacket{Seq: ^uint64(0), Queue: uint8(q), ExpireAt: []byte(p.ExpireAt), Data: p.Data})
+		}
+	}
+	rec.buf = make([]byte, 0, journalRecordBound(rec))
+	rec.refs = make([]packetRef, n)
 	e, err := s.p.existing(id, true)
 	if err != nil {
 		return err
@@ -559,18 +572,11 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 		e.mu.Unlock()
 		return err
 	}
-	// The record's packets hold the broker's payloads only until commit encodes the
-	// record: from then on they alias the encoding (one copy of each payload, shared by
-	// the journal and the pinned packets), which is what later reads see (G6).
-	pkts := make([]queuedPacket, 0, n)
-	seq := first
-	for q := range numQueues {
-		for _, p := range queues[q] {
-			pkts = append(pkts, queuedPacket{Seq: seq, Queue: uint8(q), ExpireAt: []byte(p.ExpireAt), Data: p.Data})
-			seq++
-		}
+	for i := range rec.Packets {
+		rec.Packets[i].Seq = first + uint64(i)
 	}
-	t, err := s.p.commit(ctx, e, &journalRecord{Kind: recPackets, Seq: seq - 1, ID: e.id, Inc: e.inc, Packets: pkts})
+	rec.Seq, rec.ID, rec.Inc = first+uint64(n)-1, e.id, e.inc
+	t, err := s.p.commit(ctx, e, rec)
 	e.mu.Unlock()
 	if err != nil {
 		return err
@@ -581,14 +587,18 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 // queuePinned appends journal-resident packets (ascending numbers) to e's queues,
 // skipping any already queued (a shard rebuilt from per-client objects may hold packets
 // the journal holds too). e is locked.
-func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket) {
+func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket, refs []packetRef) {
 	if e.q == nil {
 		e.q = &queues{}
+	}
+	if len(refs) != len(pkts) {
+		refs = make([]packetRef, len(pkts))
 	}
 	var bytes int64
 	for i := range pkts {
 		pk := &pkts[i]
-		r := &packetRef{seq: pk.Seq, queue: pk.Queue, size: int32(min(packetSize(pk), 1<<31-1)), pinned: pk}
+		r := &refs[i]
+		*r = packetRef{seq: pk.Seq, queue: pk.Queue, size: int32(min(packetSize(pk), 1<<31-1)), pinned: pk}
 		q := e.q.q[pk.Queue]
 		if n := len(q); n == 0 || q[n-1].seq < r.seq {
 			e.q.q[pk.Queue] = append(q, r) // the usual case: numbers grow
