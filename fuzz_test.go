@@ -264,6 +264,9 @@ func sameAsEncMode(t *testing.T, recs []journalRecord, pkts []queuedPacket) {
 			t.Fatal(err)
 		}
 		r.Packets = slices.Clone(r.Packets)
+		if size := journalRecordSize(&r); size != len(want) {
+			t.Fatalf("journalRecordSize of %+v is %d, its encoding %d bytes", recs[i], size, len(want))
+		}
 		fast[i] = encodeJournalRecord(&r)
 		if !bytes.Equal(fast[i], want) {
 			t.Fatalf("journal record %+v:\nencodeJournalRecord %x\nencMode             %x", recs[i], fast[i], want)

@@ -114,8 +114,9 @@ type Config struct {
 	// side by side, those of one stream one at a time, in order. In Async mode each
 	// stream with traffic uploads about once per FlushInterval, so more streams cost
 	// requests; in Sync mode every call starts an upload of its own stream when it is
-	// idle, and more streams let concurrent callers share fewer waits. Default: 4 in
-	// Async, 16 in Sync.
+	// idle, and more streams let concurrent callers share fewer waits (64 streams serve
+	// 64 callers in about one round trip each; 16 make about 0.6 of the requests at 0.65
+	// of the throughput). Default: 4 in Async, 64 in Sync.
 	JournalStreams int
 
 	// CheckpointBytes starts a checkpoint when the payloads held only by the journal, or

@@ -80,9 +80,37 @@ func appendQueuedPacket(b []byte, p *queuedPacket) (out []byte, dataAt, expireAt
 	return append(b, p.Data...), dataAt, expireAt
 }
 
-// queuedPacketBound is at least the encoded size of p.
-func queuedPacketBound(p *queuedPacket) int {
-	return 1 + 2 + maxHeadLen + 2 + maxHeadLen + 2 + maxHeadLen + len(p.ExpireAt) + 2 + maxHeadLen + len(p.Data)
+// headSize is the size of the head of a data item with argument n.
+func headSize(n uint64) int {
+	switch {
+	case n < 24:
+		return 1
+	case n <= 0xff:
+		return 2
+	case n <= 0xffff:
+		return 3
+	case n <= 0xffffffff:
+		return 5
+	default:
+		return 9
+	}
+}
+
+// bytesFieldSize is the size of a map key below 24 and byte string v (null if nil).
+func bytesFieldSize(v []byte) int {
+	if v == nil {
+		return 2
+	}
+	return 1 + headSize(uint64(len(v))) + len(v)
+}
+
+// queuedPacketSize is the encoded size of p.
+func queuedPacketSize(p *queuedPacket) int {
+	n := 1 + 1 + headSize(p.Seq) + 1 + headSize(uint64(p.Queue)) + bytesFieldSize(p.Data)
+	if len(p.ExpireAt) > 0 {
+		n += bytesFieldSize(p.ExpireAt)
+	}
+	return n
 }
 
 func appendStateRecord(b []byte, s *stateRecord) []byte {
@@ -111,24 +139,44 @@ func appendStateRecord(b []byte, s *stateRecord) []byte {
 	return b
 }
 
-func stateRecordBound(s *stateRecord) int {
-	n := 1 + 3*(2+maxHeadLen) + len(s.Timestamp) + len(s.Subscriptions) + 2
+// stateRecordSize is the encoded size of s.
+func stateRecordSize(s *stateRecord) int {
+	n := 1
+	if len(s.Timestamp) > 0 {
+		n += bytesFieldSize(s.Timestamp)
+	}
+	if s.Version != 0 {
+		n += 1 + headSize(uint64(s.Version))
+	}
+	if len(s.Subscriptions) > 0 {
+		n += bytesFieldSize(s.Subscriptions)
+	}
 	if x := s.Expiry; x != nil {
-		n += 2 + 3*(2+maxHeadLen) + len(x.Since) + len(x.ExpireIn) + len(x.Will)
+		n += 1 + 1 + bytesFieldSize(x.Since) + bytesFieldSize(x.ExpireIn) + bytesFieldSize(x.Will)
 	}
 	return n
 }
 
-// journalRecordBound is at least the encoded size of r.
-func journalRecordBound(r *journalRecord) int {
-	bound := 1 + 4*(2+maxHeadLen) + len(r.ID) + 2*(2+maxHeadLen) + maxHeadLen*len(r.Removed)
+// journalRecordSize is the encoded size of r: its buffer is exactly that big, since a
+// record waiting for its upload counts against MaxPendingBytes by its length.
+func journalRecordSize(r *journalRecord) int {
+	n := 1 + 1 + headSize(uint64(r.Kind)) + 1 + headSize(r.Seq) + bytesFieldSize(r.ID) + 1 + headSize(r.Inc)
 	if r.State != nil {
-		bound += stateRecordBound(r.State)
+		n += 1 + stateRecordSize(r.State)
 	}
-	for i := range r.Packets {
-		bound += queuedPacketBound(&r.Packets[i])
+	if len(r.Packets) > 0 {
+		n += 1 + headSize(uint64(len(r.Packets)))
+		for i := range r.Packets {
+			n += queuedPacketSize(&r.Packets[i])
+		}
 	}
-	return bound
+	if len(r.Removed) > 0 {
+		n += 1 + headSize(uint64(len(r.Removed)))
+		for _, s := range r.Removed {
+			n += headSize(s)
+		}
+	}
+	return n
 }
 
 // encodeJournalRecord encodes r as encMode would, into r.buf if it has room. The packets
@@ -137,8 +185,8 @@ func journalRecordBound(r *journalRecord) int {
 // payload once).
 func encodeJournalRecord(r *journalRecord) []byte {
 	b := r.buf[:0]
-	if bound := journalRecordBound(r); cap(b) < bound {
-		b = make([]byte, 0, bound)
+	if size := journalRecordSize(r); cap(b) < size {
+		b = make([]byte, 0, size)
 	}
 	fields := uint64(4)
 	for _, set := range [...]bool{r.State != nil, len(r.Packets) > 0, len(r.Removed) > 0} {
@@ -212,7 +260,7 @@ func encodeSegment(records [][]byte) []byte {
 func encodeBatch(pkts []*queuedPacket) []byte {
 	n := 1 + 2 + maxHeadLen + 1 + maxHeadLen
 	for _, p := range pkts {
-		n += queuedPacketBound(p)
+		n += queuedPacketSize(p)
 	}
 	b := appendHead(uploadBuffers.get(n), cborMap, 2)
 	b = appendUintField(b, 0, formatVersion)

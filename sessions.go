@@ -559,7 +559,7 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 			rec.Packets = append(rec.Packets, queuedPacket{Seq: ^uint64(0), Queue: uint8(q), ExpireAt: []byte(p.ExpireAt), Data: p.Data})
 		}
 	}
-	rec.buf = make([]byte, 0, journalRecordBound(rec))
+	rec.buf = make([]byte, 0, journalRecordSize(rec)) // with the largest numbers: enough for any
 	rec.refs = make([]packetRef, n)
 	e, err := s.p.existing(id, true)
 	if err != nil {
