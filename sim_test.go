@@ -54,9 +54,11 @@ import (
 //   - durable: the recovered state (existence, timestamp, version, subscriptions,
 //     expiry, each queue's packets in order, byte-exact) is the result of an order of
 //     the calls that changed state that respects real time and holds every call that
-//     returned nil in Sync mode (in Async, every one that returned nil before a Flush
-//     that returned nil started), may hold calls in flight at the crash and Async calls
-//     no Flush covered, and holds nothing else. A call that returned an API error
+//     returned nil in Sync mode before BeginShutdown (in Async, and in Sync after
+//     BeginShutdown, every one that returned nil before a Flush that returned nil
+//     started), may hold calls in flight at the crash and calls no Flush covered, and
+//     holds nothing else. In Sync mode the driver may call BeginShutdown once, at any
+//     step. A call that returned an API error
 //     changed nothing; its result is checked by the live search, since it may reflect a
 //     change that was never durable. For the same reason a PacketsDelete that returned
 //     nil may sit where its session is missing (its queues were empty: it changed
@@ -309,7 +311,10 @@ type simConfig struct {
 	regime      simRegime
 	maxLatency  int
 	padding     int // the most random bytes added to a packet's data
-	cfg         s3persist.Config
+	// beginShutdownAt is the step before which the driver calls BeginShutdown (Sync, 3
+	// seeds in 10), -1 for none.
+	beginShutdownAt int
+	cfg             s3persist.Config
 }
 
 func newSimConfig(seed uint64) simConfig {
@@ -346,6 +351,10 @@ func newSimConfig(seed uint64) simConfig {
 			c.cfg.CheckpointInterval = time.Duration(20+r.IntN(300)) * time.Millisecond
 		}
 	}
+	c.beginShutdownAt = -1
+	if c.mode == s3persist.Sync && r.IntN(10) < 3 {
+		c.beginShutdownAt = r.IntN(c.crashAt + 1)
+	}
 	return c
 }
 
@@ -358,11 +367,15 @@ func (c simConfig) String() string {
 	if c.cfg.CheckpointBytes < 1<<40 {
 		ckptBytes = strconv.FormatInt(c.cfg.CheckpointBytes, 10)
 	}
+	shutdown := "never"
+	if c.beginShutdownAt >= 0 {
+		shutdown = fmt.Sprintf("before step %d", c.beginShutdownAt)
+	}
 	return fmt.Sprintf("%v, %d streams, ids %q with %d actors each, crash after %d steps, %v "+
 		"(CheckpointBytes %s, CheckpointInterval %s), FlushInterval %v, BatchBytes %d, CacheBytes %d, "+
-		"latencies up to %d ticks, packets padded up to %d bytes",
+		"latencies up to %d ticks, packets padded up to %d bytes, BeginShutdown %s",
 		c.mode, c.cfg.JournalStreams, c.ids, c.actorsPerID, c.crashAt, c.regime, ckptBytes, interval,
-		c.cfg.FlushInterval, c.cfg.BatchBytes, c.cfg.CacheBytes, c.maxLatency, c.padding)
+		c.cfg.FlushInterval, c.cfg.BatchBytes, c.cfg.CacheBytes, c.maxLatency, c.padding, shutdown)
 }
 
 // simOutcome is what one seed did and found.
@@ -374,6 +387,9 @@ type simOutcome struct {
 	landed, lost int64
 	inconclusive int
 	nodes        int // the largest search
+	// beganShutdown counts the seeds whose driver called BeginShutdown, and
+	// afterShutdown the calls that returned after it.
+	beganShutdown, afterShutdown int
 }
 
 // simTotals adds up the outcomes of every seed, for the summary line.
@@ -403,6 +419,8 @@ func (s *simTotals) add(mode s3persist.Durability, o simOutcome, took time.Durat
 	s.sum.lost += o.lost
 	s.sum.inconclusive += o.inconclusive
 	s.sum.nodes = max(s.sum.nodes, o.nodes)
+	s.sum.beganShutdown += o.beganShutdown
+	s.sum.afterShutdown += o.afterShutdown
 }
 
 func (s *simTotals) String() string {
@@ -411,10 +429,10 @@ func (s *simTotals) String() string {
 	a, y := s3persist.Async, s3persist.Sync
 	return fmt.Sprintf("%d seeds (Async %d in %v, Sync %d in %v), %d failing (Async %d, Sync %d); %d calls, "+
 		"%d checkpoints, %d crashes; %d requests held, of which %d landed and %d were lost at a crash; "+
-		"%d inconclusive searches, largest search %d nodes",
+		"%d inconclusive searches, largest search %d nodes; BeginShutdown in %d Sync seeds, %d calls returned after it",
 		s.seeds[a]+s.seeds[y], s.seeds[a], s.took[a].Round(time.Millisecond), s.seeds[y], s.took[y].Round(time.Millisecond),
 		s.fails[a]+s.fails[y], s.fails[a], s.fails[y], s.sum.calls, s.sum.checkpoints, s.seeds[a]+s.seeds[y],
-		s.sum.held, s.sum.landed, s.sum.lost, s.sum.inconclusive, s.sum.nodes)
+		s.sum.held, s.sum.landed, s.sum.lost, s.sum.inconclusive, s.sum.nodes, s.sum.beganShutdown, s.sum.afterShutdown)
 }
 
 // runSimSeed runs one seed in its own bubble.
@@ -656,22 +674,25 @@ type simRun struct {
 	packets   []simPacket
 	packetIDs map[string]int
 
-	actors      []*simActor
-	perID       map[string]int
-	flushing    *simTask
-	checkpoint  *simTask
-	explicit    []*simTask
-	trace       []string
-	stall       int
-	failure     string
-	failedID    string // the id whose check failed
-	crash       int64  // the stamp of the crash
-	storeStats  simstore.Stats
-	recovered   map[string]simState
-	searches    int
-	nodes       int
-	unsearched  int
-	checkpoints int64
+	actors     []*simActor
+	perID      map[string]int
+	flushing   *simTask
+	checkpoint *simTask
+	explicit   []*simTask
+	trace      []string
+	stall      int
+	failure    string
+	failedID   string // the id whose check failed
+	crash      int64  // the stamp of the crash
+	// shutdownBegun is the stamp of BeginShutdown (Sync mode), 0 if the driver did not
+	// call it: a Sync call that returned after it is durable only once a Flush covers it.
+	shutdownBegun int64
+	storeStats    simstore.Stats
+	recovered     map[string]simState
+	searches      int
+	nodes         int
+	unsearched    int
+	checkpoints   int64
 }
 
 func newSimRun(t *testing.T, mem *s3store.Memory, cfg simConfig) *simRun {
@@ -722,6 +743,9 @@ func (r *simRun) run() simOutcome {
 		if step >= r.cfg.crashAt && (len(r.store.Held()) > 0 || step >= r.cfg.crashAt+simCrashDelay) {
 			break
 		}
+		if step == r.cfg.beginShutdownAt {
+			r.beginShutdown()
+		}
 		if !r.step() {
 			break
 		}
@@ -734,6 +758,14 @@ func (r *simRun) run() simOutcome {
 	}
 	out := simOutcome{calls: len(r.calls), checkpoints: r.checkpoints, held: r.storeStats.Held,
 		landed: r.storeStats.Landed, lost: r.storeStats.Lost, inconclusive: r.unsearched, nodes: r.nodes}
+	if r.shutdownBegun != 0 {
+		out.beganShutdown = 1
+		for _, c := range r.calls {
+			if c.ret > r.shutdownBegun {
+				out.afterShutdown++
+			}
+		}
+	}
 	if r.failure != "" {
 		out.failure = fmt.Sprintf("seed %d: %s\nreplay: %s\nconfig: %v\n%s", r.cfg.seed, r.failure,
 			simReplay(r.cfg.seed), r.cfg, r.describe(r.failingIDs()))
@@ -1109,6 +1141,17 @@ func (r *simRun) startFlush() {
 	r.flushing = r.startTask("Flush", func() error { return r.p.Flush(context.Background()) })
 	r.mu.Lock()
 	r.flushes = append(r.flushes, r.flushing)
+	r.mu.Unlock()
+}
+
+// beginShutdown calls BeginShutdown: from then on Sync calls return before their
+// changes are durable, as Async ones do.
+func (r *simRun) beginShutdown() {
+	r.tracef("BeginShutdown")
+	stamp := r.clock.Add(1)
+	r.p.BeginShutdown()
+	r.mu.Lock()
+	r.shutdownBegun = stamp
 	r.mu.Unlock()
 }
 
@@ -1723,7 +1766,7 @@ func (r *simRun) search(ops []simOp, final *simState, durable bool) (bool, *simS
 func (r *simRun) searchOps(calls []*simCall, durable bool) []simOp {
 	completed := func(c *simCall) bool { return c.ret != 0 && c.ret < r.crash }
 	covered := func(c *simCall) bool {
-		if r.cfg.mode == s3persist.Sync {
+		if r.cfg.mode == s3persist.Sync && (r.shutdownBegun == 0 || c.ret < r.shutdownBegun) {
 			return true
 		}
 		return slices.ContainsFunc(r.flushes, func(f *simTask) bool {
