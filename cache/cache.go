@@ -134,11 +134,19 @@ func (c *LRU[K, V]) Add(k K, v V, size int64) error {
 	if size > c.max {
 		return nil
 	}
+	var e *entry[K, V]
 	for c.bytes+size > c.max {
-		c.drop(c.root.prev)
+		victim := c.root.prev
+		c.drop(victim)
 		c.stats.Evictions++
+		if e == nil {
+			e = victim // a full cache adds without allocating: nothing else holds a dropped entry
+		}
 	}
-	e := &entry[K, V]{key: k, value: v, size: size}
+	if e == nil {
+		e = new(entry[K, V])
+	}
+	*e = entry[K, V]{key: k, value: v, size: size}
 	c.items[k] = e
 	c.bytes += size
 	c.pushFront(e)
