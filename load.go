@@ -1,6 +1,7 @@
 package s3persist
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/s3persist/s3persist/s3store"
 )
@@ -377,6 +379,14 @@ func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, 
 	return r, nil
 }
 
+// segmentReadFactor and segmentReadBytes bound the reads of journal segments at New:
+// up to segmentReadFactor times LoadConcurrency requests, with up to segmentReadBytes of
+// segments (by their listed sizes) in flight.
+const (
+	segmentReadFactor = 4
+	segmentReadBytes  = 64 << 20
+)
+
 // replayJournal reads every journal segment and applies its records in number order on
 // top of the index. Records at or below a session's watermark are already in its state.
 // A segment that cannot be decoded is reported and left alone (never deleted): replaying
@@ -392,6 +402,7 @@ func (p *Persistence) replayJournal(ctx context.Context, prev ownerRecord) ([]st
 	for _, k := range prev.Sealed {
 		sealed[k] = true
 	}
+	var sizes []int64
 	err := s3store.ListAll(ctx, p.store, journalRoot, func(o s3store.ObjectInfo) error {
 		_, epoch, _, err := parseSegmentKey(o.Key)
 		switch {
@@ -401,6 +412,7 @@ func (p *Persistence) replayJournal(ctx context.Context, prev ownerRecord) ([]st
 			void = append(void, o.Key)
 		default:
 			keys = append(keys, o.Key)
+			sizes = append(sizes, o.Size)
 		}
 		return nil
 	})
@@ -414,10 +426,20 @@ func (p *Persistence) replayJournal(ctx context.Context, prev ownerRecord) ([]st
 	recs := make([][]journalRecord, len(keys))
 	good := make([]bool, len(keys))
 	broken := make([]bool, len(keys))
+	// Segments are read segmentReadFactor times as many at once as other objects: in
+	// Sync mode they are thousands of small ones (about a call each), and a start-up
+	// waits for all of them. The bytes in flight stay within segmentReadBytes.
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.cfg.LoadConcurrency)
+	g.SetLimit(segmentReadFactor * p.cfg.LoadConcurrency)
+	inFlight := semaphore.NewWeighted(segmentReadBytes)
+	var waitErr error // the group failed, or ctx ended
 	for i, key := range keys {
+		weight := min(max(sizes[i], 1), segmentReadBytes)
+		if waitErr = inFlight.Acquire(gctx, weight); waitErr != nil {
+			break
+		}
 		g.Go(func() error {
+			defer inFlight.Release(weight)
 			data, _, err := p.store.Get(gctx, key)
 			if errors.Is(err, s3store.ErrNotFound) {
 				return nil
@@ -435,8 +457,8 @@ func (p *Persistence) replayJournal(ctx context.Context, prev ownerRecord) ([]st
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, 0, 0, err
+	if err := g.Wait(); err != nil || waitErr != nil {
+		return nil, 0, 0, cmp.Or(err, fmt.Errorf("s3persist: read the journal: %w", waitErr))
 	}
 	var all []journalRecord
 	var replayed []string

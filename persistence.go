@@ -151,7 +151,9 @@ type Config struct {
 	CallTimeout time.Duration
 
 	// LoadConcurrency is the number of requests New keeps in flight while it reads the
-	// index and the journal, and a checkpoint while it writes. Default: 32.
+	// index, and a checkpoint while it writes. New reads journal segments four times as
+	// many at once (they are small and, in Sync mode, numerous), with at most 64 MiB of
+	// them in flight. Default: 32.
 	LoadConcurrency int
 
 	// ShutdownTimeout bounds Shutdown's final flush. Default: 20s (a Kubernetes pod gets

@@ -2,6 +2,7 @@ package s3persist
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -199,4 +200,45 @@ func TestACrashAfterBeginShutdownKeepsWhatSyncCallsReturnedBefore(t *testing.T) 
 	if ns.Exists([]byte("after")) {
 		t.Fatal(`"after" exists: a change made after BeginShutdown landed although no batch was cut`)
 	}
+}
+
+// failingSegmentGets fails the GETs of journal segments after the first ok of them.
+type failingSegmentGets struct {
+	s3store.Store
+	ok   int64
+	gets atomic.Int64
+}
+
+var errSegmentGet = fmt.Errorf("injected: the store did not answer")
+
+func (f *failingSegmentGets) Get(ctx context.Context, key string) ([]byte, s3store.ObjectInfo, error) {
+	if strings.HasPrefix(key, "j/") && f.gets.Add(1) > f.ok {
+		return nil, s3store.ObjectInfo{}, errSegmentGet
+	}
+	return f.Store.Get(ctx, key)
+}
+
+// New reads many journal segments at once; one it cannot read fails New, which opens
+// no partial state, and a New that can read them all finds everything.
+func TestANewThatCannotReadAJournalSegmentFailsAndLosesNothing(t *testing.T) {
+	const sessions = 150
+	mem := s3store.NewMemory()
+	p, err := New(context.Background(), Config{Store: mem, Durability: Sync, CheckpointSegments: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := p.Sessions()
+	syncCalls(t, s, sessions)
+	// A crash, then a successor whose reads of segments fail after the first 100.
+	_, err = New(context.Background(), Config{Store: &failingSegmentGets{Store: mem, ok: 100}, Durability: Sync,
+		ForceTakeover: true, ShutdownTimeout: time.Second})
+	if !errors.Is(err, errSegmentGet) {
+		t.Fatalf("New with unreadable journal segments: %v, want an error wrapping %v", err, errSegmentGet)
+	}
+	next, err := New(context.Background(), Config{Store: mem, Durability: Sync, ForceTakeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = next.Shutdown() }()
+	checkSessionsWithOnePacket(t, next, sessions)
 }
