@@ -34,20 +34,28 @@ type journal struct {
 	maxBytes      int64
 
 	mu sync.Mutex
-	// segments are the keys of the durable segments no checkpoint has covered yet, in
-	// the order they became durable, and sizes their sizes (0 for a segment replayed at
-	// New: it is covered by the checkpoint New starts). Guarded by mu.
-	segments []string
-	sizes    map[string]int64
-	bytes    int64 // the sum of sizes
+	// segments are the durable segments no checkpoint has covered yet, in the order they
+	// became durable; bytes is the sum of their sizes. Guarded by mu.
+	segments []durableSegment
+	bytes    int64
+}
+
+// durableSegment is a segment no checkpoint has covered yet. size is 0 for a segment
+// replayed at New: the checkpoint New starts covers it.
+type durableSegment struct {
+	key  string
+	size int64
 }
 
 // newJournal returns the journal of an instance. segments are the keys of the durable
 // segments New replayed.
 func newJournal(store s3store.Store, epoch uint64, cfg Config, segments []string) (*journal, error) {
-	j := &journal{store: store, epoch: epoch, streams: cfg.JournalStreams, segments: segments,
-		sizes: map[string]int64{}, maxSegments: cfg.CheckpointSegments, maxBytes: cfg.CheckpointBytes,
+	j := &journal{store: store, epoch: epoch, streams: cfg.JournalStreams,
+		maxSegments: cfg.CheckpointSegments, maxBytes: cfg.CheckpointBytes,
 		uploadLog: &rateLimitedLog{log: cfg.Logger, every: uploadErrorLogInterval}}
+	for _, k := range segments {
+		j.segments = append(j.segments, durableSegment{key: k})
+	}
 	b, err := batching.New(batching.Config{
 		BatchBytes:           cfg.BatchBytes,
 		FlushInterval:        cfg.FlushInterval,
@@ -115,8 +123,7 @@ func (j *journal) upload(ctx context.Context, b batching.Batch[int, []byte]) err
 	}
 	uploadBuffers.put(data)
 	j.mu.Lock()
-	j.segments = append(j.segments, key)
-	j.sizes[key] = int64(len(data))
+	j.segments = append(j.segments, durableSegment{key: key, size: int64(len(data))})
 	j.bytes += int64(len(data))
 	j.checkpointDue.Store(j.overBound())
 	j.mu.Unlock()
@@ -127,7 +134,11 @@ func (j *journal) upload(ctx context.Context, b batching.Batch[int, []byte]) err
 func (j *journal) durable() []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return append([]string(nil), j.segments...)
+	keys := make([]string, len(j.segments))
+	for i, s := range j.segments {
+		keys[i] = s.key
+	}
+	return keys
 }
 
 // uncovered returns the number and size of the durable segments not covered yet.
@@ -146,12 +157,11 @@ func (j *journal) covered(keys []string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	kept := j.segments[:0]
-	for _, k := range j.segments {
-		if !gone[k] {
-			kept = append(kept, k)
+	for _, s := range j.segments {
+		if gone[s.key] {
+			j.bytes -= s.size
 		} else {
-			j.bytes -= j.sizes[k]
-			delete(j.sizes, k)
+			kept = append(kept, s)
 		}
 	}
 	j.segments = kept

@@ -76,6 +76,20 @@ func (in cmpInstance) flush() error {
 	return in.s3.Flush(context.Background())
 }
 
+// createSessions creates n sessions named s000000... from callers goroutines and makes
+// them durable, untimed work before a workload.
+func (in cmpInstance) createSessions(b *testing.B, n, callers int) [][]byte {
+	b.Helper()
+	ids, err := workload.CreateAll(in.s, "s", n, callers, cmpLimit)
+	if err == nil {
+		err = in.flush()
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ids
+}
+
 // resetCount resets the request counters, if any.
 func (in cmpInstance) resetCount() {
 	if in.count != nil {
@@ -213,13 +227,7 @@ func BenchmarkCompareAsyncBurst(b *testing.B) {
 	for _, be := range cmpAll(s3persist.Config{}) {
 		b.Run(be.name, func(b *testing.B) {
 			in := be.open(b)
-			ids, err := workload.CreateAll(in.s, "s", sessions, callers, cmpLimit)
-			if err == nil {
-				err = in.flush()
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
+			ids := in.createSessions(b, sessions, callers)
 			total, note := calls, ""
 			if be.name == "bbolt" {
 				total, note = cmpBboltCalls, fmt.Sprintf("  (%d calls)", cmpBboltCalls)
@@ -229,6 +237,7 @@ func BenchmarkCompareAsyncBurst(b *testing.B) {
 			for b.Loop() {
 				in.resetCount()
 				start := time.Now()
+				var err error
 				lat, err = workload.RunCallers(callers, total, cmpLimit, func(i int) error {
 					return in.s.PacketStoreQoS12(ids[i%len(ids)], cmpPacket())
 				})
@@ -258,13 +267,7 @@ func BenchmarkCompareAsyncFanOut(b *testing.B) {
 	for _, be := range cmpAll(s3persist.Config{}) {
 		b.Run(be.name, func(b *testing.B) {
 			in := be.open(b)
-			ids, err := workload.CreateAll(in.s, "s", sessions, 64, cmpLimit)
-			if err == nil {
-				err = in.flush()
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
+			ids := in.createSessions(b, sessions, 64)
 			n, note := rounds, ""
 			if be.name == "bbolt" {
 				n = cmpBboltCalls / sessions
@@ -309,16 +312,14 @@ func BenchmarkCompareSync64Callers(b *testing.B) {
 	for _, be := range cmpAll(syncCfg) {
 		b.Run(be.name, func(b *testing.B) {
 			in := be.open(b)
-			ids, err := workload.CreateAll(in.s, "s", sessions, callers, cmpLimit)
-			if err != nil {
-				b.Fatal(err)
-			}
+			ids := in.createSessions(b, sessions, callers)
 			total := callers * perCaller
 			var rate float64
 			var lat workload.Latencies
 			for b.Loop() {
 				in.resetCount()
 				start := time.Now()
+				var err error
 				lat, err = workload.RunCallers(callers, total, cmpLimit, func(i int) error {
 					return in.s.PacketStoreQoS12(ids[i%len(ids)], cmpPacket())
 				})
