@@ -48,7 +48,7 @@ func (p *Persistence) commit(ctx context.Context, e *entry, rec *journalRecord) 
 		return batching.Ticket{}, err
 	}
 	data := encodeJournalRecord(rec) // from here on, rec's packets alias data
-	p.markDirty(int(e.hh))
+	p.markDirty(e)
 	t, stream, err := p.records.add(ctx, int(e.hh), e.tail, int(e.tailStream), data, p.syncing())
 	if err != nil {
 		return t, fmt.Errorf("s3persist: journal a change of %q: %w", e.id, err)
@@ -72,8 +72,6 @@ func (p *Persistence) syncing() bool {
 func (p *Persistence) apply(e *entry, rec *journalRecord) {
 	switch {
 	case e.exists && rec.Seq <= e.lastRec:
-		return
-	case e.broken != nil && rec.Kind != recDelete:
 		return
 	}
 	switch rec.Kind {

@@ -242,15 +242,15 @@ func TestASyncCallThatChangesNothingWaitsForTheChangeItRestsOn(t *testing.T) {
 	}
 }
 
-// A first checkpoint that wrote a session's batch object and died before its index
-// shard leaves the packets both in the batch and in the journal. The next New rebuilds
-// the shard from the per-client objects and replays the journal on top: each packet is
-// queued once, in order.
-func TestAReplayOverARebuiltShardQueuesEachPacketOnce(t *testing.T) {
+// A first checkpoint that wrote a session's packets into a pack and died before its
+// index delta leaves the packets both in the pack and in the journal. The next New
+// replays the journal: each packet is queued once, in order, and the pack that no index
+// names is garbage.
+func TestAReplayAfterACheckpointThatDiedBeforeItsIndexQueuesEachPacketOnce(t *testing.T) {
 	mem := s3store.NewMemory()
 	noShards := &hookStore{Store: mem, onPut: func(key string) error {
-		if strings.HasPrefix(key, indexRoot) {
-			return errors.New("index shards refused")
+		if strings.HasPrefix(key, deltaRoot) || strings.HasPrefix(key, indexRoot) {
+			return errors.New("index objects refused")
 		}
 		return nil
 	}}
@@ -266,10 +266,10 @@ func TestAReplayOverARebuiltShardQueuesEachPacketOnce(t *testing.T) {
 		}
 	}
 	if err := p.Checkpoint(context.Background()); err == nil {
-		t.Fatal("Checkpoint succeeded though every index shard put was refused")
+		t.Fatal("Checkpoint succeeded though every index put was refused")
 	}
-	if !slices.ContainsFunc(mem.Keys(), func(k string) bool { return strings.Contains(k, "/b/") }) {
-		t.Fatalf("no batch object was written before the shard failed: %v", mem.Keys())
+	if !slices.ContainsFunc(mem.Keys(), func(k string) bool { return strings.HasPrefix(k, packRoot) }) {
+		t.Fatalf("no pack was written before the index failed: %v", mem.Keys())
 	}
 
 	s2 := recoverAfterCrash(t, p, cut, mem)
@@ -281,6 +281,6 @@ func TestAReplayOverARebuiltShardQueuesEachPacketOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Join(got, ",") != "p1,p2" {
-		t.Fatalf("queue after a rebuild and replay: %v, want [p1 p2]", got)
+		t.Fatalf("queue after the replay: %v, want [p1 p2]", got)
 	}
 }

@@ -28,44 +28,106 @@ type churnModel struct {
 // ownership object of fencing, say) is added here.
 type expectedObjects struct {
 	// required are the keys that must exist: the system record, the ownership object
-	// (fencing), the retained set once stored, the session record of every session, the index shard of every shard
-	// holding a session.
+	// (fencing), the retained set once stored.
 	required map[string]bool
-	// emptyShardAllowed: an index shard of no session may exist (a checkpoint writes the
-	// shards New found missing, so that the next start lists no c/<hh>/ prefix for
-	// them): at most 256 small objects.
-	emptyShardAllowed func(key string) bool
+	// sessions are the ids the index (base shards and deltas) must name, and only them.
+	sessions map[string]bool
 	// live are the payloads of the packets each session (by client prefix) still has.
-	// Its batch objects are needed while they hold at least one of them.
+	// Its batch objects are needed while they hold at least one of them; a pack while
+	// it holds one of any session's (payloads are unique across sessions).
 	live map[string]map[string]bool
 }
 
 func expectedFor(m churnModel) expectedObjects {
-	e := expectedObjects{required: map[string]bool{keySystem: true, keyOwner: true}, live: map[string]map[string]bool{}}
+	e := expectedObjects{required: map[string]bool{keySystem: true, keyOwner: true}, sessions: map[string]bool{}, live: map[string]map[string]bool{}}
 	if m.retained != nil {
 		e.required[keyRetained] = true
 	}
 	for id, q := range m.queues {
-		e.required[sessionKey([]byte(id))] = true
-		e.required[shardKey(shardOf([]byte(id)))] = true
+		e.sessions[id] = true
 		live := map[string]bool{}
 		for _, d := range q {
 			live[d] = true
 		}
 		e.live[clientPrefix([]byte(id))] = live
 	}
-	e.emptyShardAllowed = func(key string) bool {
-		_, err := parseShardKey(key)
-		return err == nil
-	}
 	return e
+}
+
+// indexView reads the index as recovery does, independently of load.go: each base shard,
+// then the deltas in checkpoint order for the shards whose base is older.
+func indexView(t *testing.T, store s3store.Store) map[string]bool {
+	t.Helper()
+	ctx := context.Background()
+	view := map[string]bool{}
+	var through [numShards]uint64
+	var deltas []string
+	err := s3store.ListAll(ctx, store, "", func(o s3store.ObjectInfo) error {
+		switch {
+		case strings.HasPrefix(o.Key, indexRoot):
+			data, _, err := store.Get(ctx, o.Key)
+			if err != nil {
+				return err
+			}
+			rec, err := decodeShard(o.Key, data)
+			if err != nil {
+				return err
+			}
+			hh, _ := parseShardKey(o.Key)
+			through[hh] = rec.Through
+			for _, ss := range rec.Sessions {
+				view[string(ss.ID)] = true
+			}
+		case strings.HasPrefix(o.Key, deltaRoot):
+			deltas = append(deltas, o.Key) // listed in checkpoint order
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read the index: %v", err)
+	}
+	for _, k := range deltas {
+		data, _, err := store.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := decodeDelta(k, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ds := range rec.Sessions {
+			if rec.Checkpoint > through[shardOf(ds.ID)] {
+				view[string(ds.ID)] = !ds.Deleted
+			}
+		}
+	}
+	for id, named := range view {
+		if !named {
+			delete(view, id)
+		}
+	}
+	return view
+}
+
+// packBatches decodes a pack: batch records back to back.
+func packBatches(key string, data []byte) ([]batchRecord, error) {
+	var out []batchRecord
+	for len(data) > 0 {
+		var b batchRecord
+		rest, err := decMode.UnmarshalFirst(data, &b)
+		if err != nil {
+			return nil, fmt.Errorf("pack %q: %w", key, err)
+		}
+		out, data = append(out, b), rest
+	}
+	return out, nil
 }
 
 // storageReport is what a bucket holds next to what its live data needs.
 type storageReport struct {
 	objects, bytes             int
-	needed, neededBytes        int // required objects and batches holding a live packet
-	emptyShards, emptyShardB   int // index shards of no session
+	needed, neededBytes        int // required objects, batches and packs holding a live packet
+	indexObjects, indexBytes   int // base shards and deltas
 	deadPacketBytes            int // payload bytes of removed packets inside needed batches
 	livePayloadBytes           int
 	garbage                    []string
@@ -73,9 +135,9 @@ type storageReport struct {
 }
 
 func (r storageReport) String() string {
-	return fmt.Sprintf("%d objects of %d bytes; needed %d objects of %d bytes, plus %d empty index shards of %d bytes; "+
+	return fmt.Sprintf("%d objects of %d bytes; needed %d objects of %d bytes, plus %d index objects of %d bytes; "+
 		"live payloads %d bytes, removed payloads still inside needed batches %d bytes; garbage %d, missing %d, uncovered %d",
-		r.objects, r.bytes, r.needed, r.neededBytes, r.emptyShards, r.emptyShardB,
+		r.objects, r.bytes, r.needed, r.neededBytes, r.indexObjects, r.indexBytes,
 		r.livePayloadBytes, r.deadPacketBytes, len(r.garbage), len(r.missingRequired), len(r.uncovered))
 }
 
@@ -96,21 +158,47 @@ func inspectStorage(t *testing.T, store s3store.Store, m churnModel) storageRepo
 			r.neededBytes += int(o.Size)
 			return nil
 		}
-		if strings.HasPrefix(o.Key, indexRoot) && exp.emptyShardAllowed(o.Key) {
+		if strings.HasPrefix(o.Key, indexRoot) || strings.HasPrefix(o.Key, deltaRoot) {
+			r.indexObjects++
+			r.indexBytes += int(o.Size)
+			return nil
+		}
+		if strings.HasPrefix(o.Key, packRoot) {
 			data, _, err := store.Get(ctx, o.Key)
 			if err != nil {
 				return err
 			}
-			rec, err := decodeShard(o.Key, data)
+			batches, err := packBatches(o.Key, data)
 			if err != nil {
 				return err
 			}
-			if len(rec.Sessions) > 0 {
-				r.garbage = append(r.garbage, o.Key+" (a shard naming sessions that do not exist)")
+			live, dead := 0, 0
+			for _, b := range batches {
+				for _, p := range b.Packets {
+					found := false
+					for prefix, l := range exp.live {
+						if l[string(p.Data)] {
+							found = true
+							if covered[prefix] == nil {
+								covered[prefix] = map[string]bool{}
+							}
+							covered[prefix][string(p.Data)] = true
+						}
+					}
+					if found {
+						live++
+					} else {
+						dead += len(p.Data)
+					}
+				}
+			}
+			if live == 0 {
+				r.garbage = append(r.garbage, o.Key+" (a pack with no live packet)")
 				return nil
 			}
-			r.emptyShards++
-			r.emptyShardB += int(o.Size)
+			r.needed++
+			r.neededBytes += int(o.Size)
+			r.deadPacketBytes += dead
 			return nil
 		}
 		pk, err := parseClientKey(o.Key)
@@ -153,6 +241,17 @@ func inspectStorage(t *testing.T, store s3store.Store, m churnModel) storageRepo
 	for k := range exp.required {
 		if !seen[k] {
 			r.missingRequired = append(r.missingRequired, k)
+		}
+	}
+	view := indexView(t, store)
+	for id := range exp.sessions {
+		if !view[id] {
+			r.missingRequired = append(r.missingRequired, fmt.Sprintf("index entry of %q", id))
+		}
+	}
+	for id := range view {
+		if !exp.sessions[id] {
+			r.garbage = append(r.garbage, fmt.Sprintf("index entry of %q (no such session)", id))
 		}
 	}
 	for prefix, live := range exp.live {
@@ -384,14 +483,15 @@ func TestGarbageWhoseDeletionFailedIsDeletedByTheNextCheckpoint(t *testing.T) {
 func garbageDeletionFails(t *testing.T, many bool) {
 	f := newFixture(t, Config{})
 	f.mustCreate("a")
-	f.mustStore("a", "m")
+	f.mustStore("a", strings.Repeat("m", ownBatchBytes)) // a batch object of its own
 	f.mustCreate("gone")
+	f.mustStore("gone", "small") // in a pack
 	f.flush()
 	f.checkpoint()
 	batches := f.keys(clientPrefix([]byte("a")) + "b/")
-	record := sessionKey([]byte("gone"))
-	if len(batches) != 1 || len(f.keys(record)) != 1 {
-		t.Fatalf("after the first checkpoint: batches %q, record %q", batches, f.keys(record))
+	packs := f.keys(packRoot)
+	if len(batches) != 1 || len(packs) != 1 {
+		t.Fatalf("after the first checkpoint: batches %q, packs %q", batches, packs)
 	}
 	f.drain("a", f.s.PacketsForEachQoS12, keepNone)
 	if err := f.s.Delete([]byte("gone")); err != nil {
@@ -404,7 +504,7 @@ func garbageDeletionFails(t *testing.T, many bool) {
 	}
 	restore()
 	f.checkpoint()
-	if left := append(f.keys(batches[0]), f.keys(record)...); len(left) > 0 {
+	if left := append(f.keys(batches[0]), f.keys(packs[0])...); len(left) > 0 {
 		t.Fatalf("garbage left after a second checkpoint: %q", left)
 	}
 	if left := f.keys(journalRoot); len(left) > 0 {
@@ -422,7 +522,7 @@ func TestABatchWhoseAckWasLostIsDeletedOnceNothingNamesIt(t *testing.T) {
 	f.mustCreate("drained")
 	f.flush()
 	f.checkpoint()
-	f.mustStore("drained", "drained-1")
+	f.mustStore("drained", "drained-1"+strings.Repeat("x", ownBatchBytes)) // a batch object of its own
 	f.mustStore("drained", "drained-2")
 	f.flush()
 	restore := f.swapStore(func(s s3store.Store) s3store.Store {

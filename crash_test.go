@@ -782,6 +782,14 @@ func decodeEveryObject(mem *s3store.Memory, prefix string) error {
 			if _, _, _, err = parseSegmentKey(key); err == nil {
 				_, err = decodeSegment(key, data)
 			}
+		case strings.HasPrefix(key, deltaRoot):
+			if _, err = parseNumberedKey(deltaRoot, key); err == nil {
+				_, err = decodeDelta(key, data)
+			}
+		case strings.HasPrefix(key, packRoot):
+			if _, err = parseNumberedKey(packRoot, key); err == nil {
+				_, err = packBatches(key, data)
+			}
 		case strings.HasPrefix(key, clientsRoot):
 			var pk parsedKey
 			if pk, err = parseClientKey(key); err == nil {

@@ -1,6 +1,6 @@
 package s3persist
 
-// # Object layout (format version 1, layout "s3persist-layout-2")
+// # Object layout (format version 1, layout "s3persist-layout-3")
 //
 // This comment is the layout specification; docs/layout.md repeats it for operators.
 // Every key below is relative to Config.Prefix (for example "volantmq/"). All objects are
@@ -20,17 +20,18 @@ package s3persist
 //	                              order they were made, as one batch upload of stream
 //	                              <ss> (2 hex digits). <epoch> (6 hex) is the boot epoch
 //	                              of the writer, <n> (10 hex) the stream's batch number.
-//	i/<hh>                        index shard: the state of every session whose
-//	                              <hh> is the shard's, with its packet batches and the
-//	                              journal watermark the state includes. Written by a
-//	                              checkpoint; read at start instead of one GET a session.
-//	c/<hh>/<client>/session       session record: the full client id, incarnation and
-//	                              state. Written by a checkpoint when the state changed;
-//	                              the durable home of the session, read only when its
-//	                              index shard cannot be.
-//	c/<hh>/<client>/b/<seq>       packet batch: the packets of one session that one
-//	                              checkpoint moved out of the journal, each with its
-//	                              sequence number and queue. Immutable.
+//	d/<cp>                        index delta: every session a checkpoint found changed
+//	                              since the index last included it, whatever its shard;
+//	                              a tombstone for a deleted one. <cp> (16 hex) is the
+//	                              checkpoint's number.
+//	i/<hh>                        base index shard: every session whose <hh> is the
+//	                              shard's, with its batches and the journal watermark its
+//	                              state includes, and the checkpoint whose deltas it
+//	                              includes. Rewritten by a merge of the deltas.
+//	p/<n>                         pack: the packet batches of many sessions back to back,
+//	                              each read alone by the byte range the index names.
+//	c/<hh>/<client>/b/<seq>       packet batch of one session that had 64 KiB or more of
+//	                              packets to move out of the journal. Immutable.
 //
 // # Write path
 //
@@ -38,16 +39,20 @@ package s3persist
 // record appended to the stream of its session (hash of the id modulo the number of
 // streams): one upload carries the changes of many sessions, so the request count does
 // not grow with the number of sessions. A background checkpoint moves the packets still
-// queued out of the journal into one batch per session, rewrites the index shards and
-// session records that changed, and then deletes the journal segments it covered. A
-// packet removed before a checkpoint never costs a per-client request.
+// queued out of the journal into packs (or, for a session with many, a batch object of
+// its own), writes the sessions that changed into one index delta (or, every few
+// checkpoints, merges the deltas into the base shards), and then deletes the journal
+// segments it covered. Its cost follows the bytes and the sessions that changed, never the
+// number of sessions (docs/layout.md, "Cost"). A packet removed before a checkpoint never
+// costs a per-client request.
 //
 // # Recovery
 //
-// New reads the index shards, then replays every journal segment in sequence order.
-// Each session in a shard carries the watermark of its state: a journal record of that
-// session with a number at or below it is already included and is skipped, so replay is
-// idempotent and a checkpoint that died half way loses nothing.
+// New reads the base shards and the deltas (at most 256 plus a few objects, whatever the
+// number of sessions), then replays every journal segment in sequence order. Each session
+// in the index carries the watermark of its state: a journal record of that session with
+// a number at or below it is already included and is skipped, so replay is idempotent and
+// a checkpoint that died half way loses nothing.
 //
 // # Client segment
 //
@@ -62,8 +67,8 @@ package s3persist
 //     two ids. The form never holds "/" and is never "." or "..".
 //   - Hashed form, for longer ids: "~" and the 64 hex digits of SHA-256(id). "~" never
 //     starts a readable segment, so the two forms cannot collide. The full id is inside
-//     the session record, and loading checks that it hashes to its key, so even a SHA-256
-//     collision would be reported, not merged.
+//     the index, which names the session's batch objects: a key is never turned back
+//     into an id.
 //
 // Every byte of a client segment sorts after "/". This is not taste: MinIO keeps each
 // segment as a directory, and a listing it continues after a marker skips keys when a
@@ -98,9 +103,14 @@ import (
 	"strings"
 )
 
-// LayoutVersion is the object layout this package reads and writes, reported by
-// System().GetInfo().Version. New refuses a bucket written with another layout.
-const LayoutVersion = "s3persist-layout-2"
+// LayoutVersion is the object layout this package writes, reported by
+// System().GetInfo().Version. New converts a bucket of layout2 (see load.go) and refuses
+// any other.
+const LayoutVersion = "s3persist-layout-3"
+
+// layout2 is the layout of the previous releases: no index deltas and no packs, and a
+// session record object per session.
+const layout2 = "s3persist-layout-2"
 
 const (
 	keySystem        = "system"
@@ -110,6 +120,8 @@ const (
 	clientsRoot      = "c/"
 	journalRoot      = "j/"
 	indexRoot        = "i/"
+	deltaRoot        = "d/"
+	packRoot         = "p/"
 	sessionKeySuffix = "session"
 	batchDir         = "b/"
 
@@ -194,6 +206,24 @@ func parseShardKey(key string) (int, error) {
 	}
 	v, _ := strconv.ParseUint(rest, 16, 8)
 	return int(v), nil
+}
+
+// maxPackBytes bounds a pack object, so that an offset into one is small.
+const maxPackBytes = 1 << 30
+
+// deltaKey names the index delta of checkpoint cp; packKey the pack numbered n. Both
+// list in number order.
+func deltaKey(cp uint64) string { return fmt.Sprintf("%s%016x", deltaRoot, cp) }
+func packKey(n uint64) string   { return fmt.Sprintf("%s%016x", packRoot, n) }
+
+// parseNumberedKey returns the number of a listed key under root written by deltaKey or
+// packKey.
+func parseNumberedKey(root, key string) (uint64, error) {
+	rest, ok := strings.CutPrefix(key, root)
+	if !ok || len(rest) != 16 || !isLowerHex(rest) {
+		return 0, fmt.Errorf("%w: %q: not a numbered object of %s", errForeignKey, key, root)
+	}
+	return strconv.ParseUint(rest, 16, 64)
 }
 
 // segmentKey names batch n of journal stream ss written in boot epoch epoch. Keys sort

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
@@ -22,18 +20,25 @@ import (
 // processes bump it at the same moment.
 const maxEpochAttempts = 8
 
-// load reads the system record, the retained set and the index shards, replays the
-// journal, and takes a new boot epoch above every number found. It returns the journal
-// segments it replayed: the next checkpoint covers them.
+// load reads the system record, the retained set and the index, replays the journal, and
+// takes a new boot epoch above every number found. It returns the journal segments it
+// replayed: the next checkpoint covers them.
+//
+// A bucket of layout 2 is converted by the same write that stores the epoch: its objects
+// are valid objects of layout 3 (index shards with no deltas merged, batch objects, the
+// same journal), except for the session records, which layout 3 never reads and the
+// garbage collection deletes. From that write on, a release of layout 2 refuses the
+// bucket rather than miss the objects only layout 3 writes.
 func (p *Persistence) load(ctx context.Context, prev ownerRecord) ([]string, error) {
 	start := time.Now()
 	sys, sysETag, err := p.loadSystem(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p.sys = vlpersistence.SystemState{Version: sys.Layout, CreatedAt: sys.CreatedAt}
+	from := sys.Layout
+	p.sys = vlpersistence.SystemState{Version: LayoutVersion, CreatedAt: sys.CreatedAt}
 	p.loadRetained(ctx)
-	highest, err := p.loadShards(ctx)
+	highest, err := p.loadIndex(ctx, from)
 	if err != nil {
 		return nil, err
 	}
@@ -47,6 +52,9 @@ func (p *Persistence) load(ctx context.Context, prev ownerRecord) ([]string, err
 		return nil, err
 	}
 	p.seq = newSequencer(epoch)
+	if from != LayoutVersion {
+		p.log.Info("s3persist: converted the bucket prefix to this release's layout", "from", from, "to", LayoutVersion)
+	}
 	p.log.Info("s3persist: loaded", "sessions", p.live.Load(), "retained", len(p.retained.packets),
 		"journal_segments", len(segments), "journal_records", records, "epoch", epoch, "took", time.Since(start))
 	return segments, nil
@@ -79,8 +87,8 @@ func (p *Persistence) loadSystem(ctx context.Context) (systemRecord, string, err
 		if err != nil {
 			return rec, "", fmt.Errorf("s3persist: the bucket prefix holds an unreadable system record (is it used by something else?): %w", err)
 		}
-		if rec.Layout != LayoutVersion {
-			return rec, "", fmt.Errorf("s3persist: the bucket prefix holds layout %q; this release reads %q only", rec.Layout, LayoutVersion)
+		if rec.Layout != LayoutVersion && rec.Layout != layout2 {
+			return rec, "", fmt.Errorf("s3persist: the bucket prefix holds layout %q; this release reads %q and converts %q", rec.Layout, LayoutVersion, layout2)
 		}
 		return rec, info.ETag, nil
 	}
@@ -95,7 +103,7 @@ func (p *Persistence) bumpEpoch(ctx context.Context, rec systemRecord, etag stri
 		if next > maxEpoch {
 			return 0, fmt.Errorf("s3persist: boot epoch %d exceeds %d", next, maxEpoch)
 		}
-		rec.Epoch = next
+		rec.Epoch, rec.Layout = next, LayoutVersion
 		data, err := encode(rec)
 		if err != nil {
 			return 0, err
@@ -134,10 +142,13 @@ func (p *Persistence) loadRetained(ctx context.Context) {
 	}
 }
 
-// loadShards reads every index shard into the table. A shard that is missing or cannot
-// be decoded is rebuilt from the per-client objects of its sessions (rebuildShard). It
+// loadIndex reads the index into the table: every base shard, then the deltas in
+// checkpoint order, each applied to the shards whose base is older than it. An index
+// object that cannot be read fails New: the state of its sessions is nowhere else, and
+// running without it would lose them (docs/layout.md, "Recovery"). For a bucket of
+// layout 2, a missing shard is rebuilt from the session records of its sessions. It
 // returns the highest number found.
-func (p *Persistence) loadShards(ctx context.Context) (uint64, error) {
+func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, error) {
 	var present [numShards]bool
 	err := s3store.ListAll(ctx, p.store, indexRoot, func(o s3store.ObjectInfo) error {
 		hh, err := parseShardKey(o.Key)
@@ -151,88 +162,182 @@ func (p *Persistence) loadShards(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("s3persist: list index shards: %w", err)
 	}
+	var deltaCPs []uint64
+	err = s3store.ListAll(ctx, p.store, deltaRoot, func(o s3store.ObjectInfo) error {
+		cp, err := parseNumberedKey(deltaRoot, o.Key)
+		if err != nil {
+			p.log.Warn("s3persist: left alone an object this layout does not write", "err", err)
+			return nil
+		}
+		deltaCPs = append(deltaCPs, cp)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("s3persist: list index deltas: %w", err)
+	}
 	var (
-		mu      sync.Mutex
-		loaded  [numShards][]shardSession
-		rebuilt [numShards]*rebuiltShard
+		bases  [numShards]shardRecord
+		sizes  [numShards]int64
+		deltas = make([]deltaRecord, len(deltaCPs))
+		dsizes = make([]int64, len(deltaCPs))
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.cfg.LoadConcurrency)
 	for hh := range numShards {
 		g.Go(func() error {
-			if present[hh] {
-				key := shardKey(hh)
-				data, _, err := p.store.Get(gctx, key)
-				switch {
-				case errors.Is(err, s3store.ErrNotFound):
-				case err != nil:
-					return fmt.Errorf("s3persist: read index shard %q: %w", key, err)
-				default:
-					rec, err := decodeShard(key, data)
-					if err == nil {
-						mu.Lock()
-						loaded[hh] = rec.Sessions
-						mu.Unlock()
-						return nil
-					}
-					p.log.Error("s3persist: index shard cannot be read; its sessions are rebuilt from their own objects and the shard is left for an operator", "err", err)
-					p.frozen[hh] = true
+			if !present[hh] {
+				if layout != layout2 {
+					return nil
 				}
-			}
-			r, err := p.rebuildShard(gctx, hh)
-			if err != nil {
+				r, err := p.rebuildShard(gctx, hh)
+				bases[hh] = r
 				return err
 			}
-			mu.Lock()
-			rebuilt[hh] = r
-			mu.Unlock()
+			key := shardKey(hh)
+			data, _, err := p.store.Get(gctx, key)
+			switch {
+			case errors.Is(err, s3store.ErrNotFound):
+				return nil
+			case err != nil:
+				return fmt.Errorf("s3persist: read index shard %q: %w", key, err)
+			}
+			rec, err := decodeShard(key, data)
+			if err != nil {
+				return fmt.Errorf("s3persist: index shard %q cannot be read; the state of its sessions is only there, so New stops rather than lose them (repair the object, or delete it to give them up): %w", key, err)
+			}
+			bases[hh], sizes[hh] = rec, int64(len(data))
+			return nil
+		})
+	}
+	for i, cp := range deltaCPs {
+		g.Go(func() error {
+			key := deltaKey(cp)
+			data, _, err := p.store.Get(gctx, key)
+			switch {
+			case errors.Is(err, s3store.ErrNotFound):
+				return nil
+			case err != nil:
+				return fmt.Errorf("s3persist: read index delta %q: %w", key, err)
+			}
+			rec, err := decodeDelta(key, data)
+			if err == nil && rec.Checkpoint != cp {
+				err = brokenEntry(key, "holds checkpoint %d", rec.Checkpoint)
+			}
+			if err != nil {
+				return fmt.Errorf("s3persist: index delta %q cannot be read; the state of its sessions is only there, so New stops rather than lose them: %w", key, err)
+			}
+			deltas[i], dsizes[i] = rec, int64(len(data))
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return 0, err
 	}
+
 	// Built here, on one goroutine, before New returns: nothing else sees the table yet.
+	ix := &p.index
 	highest := uint64(0)
 	for hh := range numShards {
-		if !present[hh] || p.frozen[hh] {
-			p.markDirty(hh)
-		}
-		for _, ss := range loaded[hh] {
-			e := &entry{id: ss.ID, hh: uint8(hh), exists: true, stored: true, inc: ss.Incarnation, lastRec: ss.Watermark, state: ss.State.state()}
+		ix.baseBytes[hh] = sizes[hh]
+		highest = max(highest, bases[hh].Through)
+		for _, ss := range bases[hh].Sessions {
+			e := &entry{id: ss.ID, hh: uint8(hh), exists: true, inc: ss.Incarnation, lastRec: ss.Watermark, state: ss.State.state()}
+			e.setBatches(ss.Batches)
 			highest = max(highest, ss.Incarnation, ss.Watermark)
-			for _, b := range ss.Batches {
-				obj := &batchObj{seq: b.Seq}
-				for q := range numQueues {
-					for _, seq := range b.Live[q] {
-						e.addRef(&packetRef{seq: seq, queue: uint8(q), obj: obj})
-						obj.live++
-						highest = max(highest, seq)
-					}
-				}
-			}
-			e.sortQueues()
 			p.adopt(e)
+			if !present[hh] {
+				// Rebuilt from layout-2 session records: the index must get it before
+				// the garbage collection may delete those (see collectGarbage).
+				e.stateDirty = true
+				p.markDirty(e)
+				p.keepSessionRecords = true
+			}
 		}
-		if r := rebuilt[hh]; r != nil {
-			highest = max(highest, r.highest)
-			if r.broken {
-				// Rewriting the shard would drop the unreadable session, and the
-				// garbage collector would then delete its objects: keep it as it is.
-				p.frozen[hh] = true
+	}
+	for i, d := range deltas {
+		if d.Format == 0 {
+			continue // gone between the listing and the read
+		}
+		cp := deltaCPs[i]
+		highest = max(highest, cp)
+		ix.deltas = append(ix.deltas, deltaInfo{cp: cp, size: dsizes[i]})
+		ix.deltaBytes += dsizes[i]
+		for _, ds := range d.Sessions {
+			hh := shardOf(ds.ID)
+			if cp <= bases[hh].Through {
+				continue // merged into the base shard
 			}
-			for _, b := range r.brokenBatches {
-				if p.brokenBatches == nil {
-					p.brokenBatches = map[*entry][]string{}
+			ix.deltaShards[hh] = true
+			highest = max(highest, ds.Incarnation, ds.Watermark)
+			e := p.table[string(ds.ID)]
+			if ds.Deleted {
+				if e != nil {
+					delete(p.table, string(ds.ID))
+					p.live.Add(-1)
 				}
-				p.brokenBatches[b.e] = append(p.brokenBatches[b.e], b.key)
+				continue
 			}
-			for _, e := range r.entries {
+			if e == nil {
+				e = &entry{id: ds.ID, hh: uint8(hh), exists: true}
 				p.adopt(e)
+				if ds.State == nil {
+					p.log.Warn("s3persist: an index delta names a session it has no state for; it loads with an empty state", "key", deltaKey(cp), "id", fmt.Sprintf("%q", ds.ID))
+				}
+			}
+			e.inc, e.lastRec = ds.Incarnation, ds.Watermark
+			if ds.State != nil {
+				e.state = ds.State.state()
+			}
+			e.setBatches(ds.Batches)
+		}
+	}
+	// Packs are shared: each counts the batches with a live packet that name it.
+	packs := map[uint64]*packObj{}
+	for _, e := range p.table {
+		if e.q == nil {
+			continue
+		}
+		seen := map[*batchObj]bool{}
+		for q := range numQueues {
+			for _, r := range e.q.q[q] {
+				highest = max(highest, r.seq)
+				b := r.obj
+				if seen[b] {
+					continue
+				}
+				seen[b] = true
+				if b.pack != nil {
+					pk := packs[b.pack.seq]
+					if pk == nil {
+						pk = b.pack
+						packs[pk.seq] = pk
+					}
+					b.pack = pk
+					pk.live.Add(1)
+					highest = max(highest, pk.seq)
+				}
 			}
 		}
 	}
 	return highest, nil
+}
+
+// setBatches makes e's queues those of the batches an index object lists.
+func (e *entry) setBatches(batches []shardBatch) {
+	e.q = nil
+	for _, b := range batches {
+		obj := &batchObj{seq: b.Seq}
+		if b.Pack != 0 {
+			obj.pack, obj.off, obj.length = &packObj{seq: b.Pack}, uint32(b.Off), uint32(b.Len)
+		}
+		for q := range numQueues {
+			for _, seq := range b.Live[q] {
+				e.addRef(&packetRef{seq: seq, queue: uint8(q), obj: obj})
+				obj.live++
+			}
+		}
+	}
+	e.sortQueues()
 }
 
 // adopt puts a loaded entry into the table, unless its id is taken (only a tampered or
@@ -263,29 +368,13 @@ func (e *entry) sortQueues() {
 	}
 }
 
-// rebuiltShard is a shard rebuilt from per-client objects.
-type rebuiltShard struct {
-	entries []*entry
-	highest uint64
-	broken  bool // a session is unreadable: the shard must not be rewritten without it
-	// brokenBatches are the objects (record and batches) of unreadable sessions.
-	brokenBatches []brokenBatch
-}
-
-type brokenBatch struct {
-	e   *entry
-	key string
-}
-
-// rebuildShard reads the sessions of shard hh from their session records and batch
-// objects (c/<hh>/...): the path for a shard never written (a bucket whose first
-// checkpoint has not finished: then there is nothing here) or unreadable. Every packet of
-// a batch object counts as live, since the removals were in the shard: after a rebuild a
-// packet may be delivered twice, never lost. A session record that cannot be read makes
-// a broken entry, reported by LoadForEach and left alone.
-func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, error) {
+// rebuildShard reads the sessions of shard hh of a layout-2 bucket from their session
+// records and batch objects (c/<hh>/...): that layout rebuilt a shard it had lost from
+// them, and so does its conversion. Every packet of a batch object counts as live, since
+// the removals were in the shard: after a rebuild a packet may be delivered twice, never
+// lost. An object that cannot be read fails New.
+func (p *Persistence) rebuildShard(ctx context.Context, hh int) (shardRecord, error) {
 	type client struct {
-		parsed  parsedKey
 		session bool
 		batches []uint64
 	}
@@ -300,7 +389,7 @@ func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, 
 		}
 		c := clients[pk.prefix]
 		if c == nil {
-			c = &client{parsed: pk}
+			c = &client{}
 			clients[pk.prefix] = c
 			order = append(order, pk.prefix)
 		}
@@ -311,10 +400,10 @@ func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, 
 		}
 		return nil
 	})
+	var r shardRecord
 	if err != nil {
-		return nil, fmt.Errorf("s3persist: list sessions of shard %02x: %w", hh, err)
+		return r, fmt.Errorf("s3persist: list sessions of shard %02x: %w", hh, err)
 	}
-	r := &rebuiltShard{}
 	for _, cp := range order {
 		c := clients[cp]
 		if !c.session {
@@ -326,29 +415,16 @@ func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, 
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("s3persist: read session record %q: %w", key, err)
+			return r, fmt.Errorf("s3persist: read session record %q: %w", key, err)
 		}
-		e := &entry{hh: uint8(hh), exists: true, stored: true}
 		rec, err := decodeSession(key, data)
 		if err == nil && clientPrefix(rec.ID) != cp {
 			err = brokenEntry(key, "holds client id %q, which belongs under another key", rec.ID)
 		}
 		if err != nil {
-			e.broken, e.id = err, c.parsed.readableID
-			if e.id == nil {
-				e.id = []byte(cp) // hashed key: the id is in the unreadable record
-			}
-			r.brokenBatches = append(r.brokenBatches, brokenBatch{e, key})
-			for _, seq := range c.batches {
-				r.brokenBatches = append(r.brokenBatches, brokenBatch{e, batchKey(cp, seq)})
-			}
-			p.log.Error("s3persist: session record cannot be read; the session is reported and left alone", "err", err)
-			r.entries = append(r.entries, e)
-			r.broken = true
-			continue
+			return r, fmt.Errorf("s3persist: converting from layout 2, session record %q cannot be read (repair the object, or delete it to give the session up): %w", key, err)
 		}
-		e.id, e.inc, e.state = rec.ID, rec.Incarnation, rec.State.state()
-		r.highest = max(r.highest, rec.Incarnation)
+		ss := shardSession{ID: rec.ID, Incarnation: rec.Incarnation, State: rec.State}
 		for _, seq := range c.batches {
 			if seq < rec.Incarnation {
 				continue // of an earlier incarnation: garbage
@@ -356,25 +432,22 @@ func (p *Persistence) rebuildShard(ctx context.Context, hh int) (*rebuiltShard, 
 			bkey := batchKey(cp, seq)
 			data, _, err := p.store.Get(ctx, bkey)
 			if err != nil {
-				return nil, fmt.Errorf("s3persist: read packets %q: %w", bkey, err)
+				return r, fmt.Errorf("s3persist: read packets %q: %w", bkey, err)
 			}
 			b, err := decodeBatch(bkey, data, seq)
 			if err != nil {
-				p.log.Error("s3persist: a batch of packets cannot be decoded; left alone", "err", err)
-				continue
+				return r, fmt.Errorf("s3persist: converting from layout 2, a batch of packets cannot be read (repair the object, or delete it to give its packets up): %w", err)
 			}
-			obj := &batchObj{seq: seq}
+			sb := shardBatch{Seq: seq}
 			for _, pk := range b.Packets {
-				e.addRef(&packetRef{seq: pk.Seq, queue: pk.Queue, obj: obj})
-				obj.live++
-				r.highest = max(r.highest, pk.Seq)
+				sb.Live[pk.Queue] = append(sb.Live[pk.Queue], pk.Seq)
 			}
+			ss.Batches = append(ss.Batches, sb)
 		}
-		e.sortQueues()
-		r.entries = append(r.entries, e)
+		r.Sessions = append(r.Sessions, ss)
 	}
-	if len(r.entries) > 0 {
-		p.log.Warn("s3persist: rebuilt an index shard from per-client objects", "shard", fmt.Sprintf("%02x", hh), "sessions", len(r.entries))
+	if len(r.Sessions) > 0 {
+		p.log.Warn("s3persist: rebuilt a layout-2 index shard from per-client objects", "shard", fmt.Sprintf("%02x", hh), "sessions", len(r.Sessions))
 	}
 	return r, nil
 }
@@ -487,10 +560,6 @@ func (p *Persistence) replayJournal(ctx context.Context, prev ownerRecord) ([]st
 // replay applies one journal record to the table, through the same apply as live calls
 // (before New returns: one goroutine, no locks).
 func (p *Persistence) replay(rec *journalRecord) {
-	// Whatever the record does, its segment will be deleted by the next checkpoint, which
-	// must therefore rewrite the record's shard: a replayed Delete leaves no session
-	// behind to mark it.
-	p.markDirty(shardOf(rec.ID))
 	e := p.table[string(rec.ID)]
 	if e == nil {
 		// apply decides whether the record makes a session; replayJournal drops the
@@ -498,15 +567,20 @@ func (p *Persistence) replay(rec *journalRecord) {
 		e = &entry{id: clone(rec.ID), hh: uint8(shardOf(rec.ID))}
 		p.table[string(e.id)] = e
 	}
+	// Whatever the record does, its segment will be deleted by the next checkpoint, which
+	// must therefore write the session to the index: a replayed Delete leaves a
+	// tombstone.
+	p.markDirty(e)
 	p.apply(e, rec)
 }
 
-// collectGarbage deletes, once after start, the objects under c/ that no session needs:
-// batch objects of earlier processes that no index names (left by a crash during a
-// checkpoint, or by a failed deletion), session records of ids that do not exist, and
-// probe objects of the conditional-write self-test that a crash left behind.
-// It runs in the background, owned by Persistence, and holds the checkpoint lock while it
-// decides and deletes, so that it never races with a checkpoint writing new objects.
+// collectGarbage deletes, once after start, the objects that no session needs: batch
+// objects and packs of earlier processes that the index does not name (left by a crash
+// during a checkpoint, or by a failed deletion), the session records of layout 2 (which
+// this layout never reads), and probe objects of the conditional-write self-test that a
+// crash left behind. It runs in the background, owned by Persistence, and holds the
+// checkpoint lock while it decides and deletes, so that it never races with a checkpoint
+// writing new objects.
 func (p *Persistence) collectGarbage() {
 	defer p.bg.Done()
 	defer close(p.gcDone)
@@ -520,6 +594,7 @@ func (p *Persistence) collectGarbage() {
 		}
 	}()
 	var candidates []parsedKey
+	var packs []uint64
 	var probes []string
 	err := s3store.ListAll(ctx, p.store, clientsRoot, func(o s3store.ObjectInfo) error {
 		pk, err := parseClientKey(o.Key)
@@ -528,6 +603,14 @@ func (p *Persistence) collectGarbage() {
 		}
 		return nil
 	})
+	if err == nil {
+		err = s3store.ListAll(ctx, p.store, packRoot, func(o s3store.ObjectInfo) error {
+			if n, err := parseNumberedKey(packRoot, o.Key); err == nil {
+				packs = append(packs, n)
+			}
+			return nil
+		})
+	}
 	if err == nil {
 		// Probe objects of New's self-test that a crash left behind: only owners write
 		// them, and this instance deleted its own.
@@ -538,14 +621,13 @@ func (p *Persistence) collectGarbage() {
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			p.log.Warn("s3persist: garbage collection could not list the sessions; it runs again at the next start", "err", err)
+			p.log.Warn("s3persist: garbage collection could not list the bucket prefix; it runs again at the next start", "err", err)
 		}
 		return
 	}
 	p.ckptMu.Lock()
 	defer p.ckptMu.Unlock()
-	live := map[string]bool{}   // client prefixes of existing sessions
-	needed := map[string]bool{} // batch keys named by a session
+	needed := map[string]bool{} // batch objects and packs named by a session
 	// The entries are copied first: waiting for an entry's lock (its owner may wait for
 	// room in the journal) with tableMu held would stall every call that creates a
 	// session, and with it every reader queued behind that writer.
@@ -554,15 +636,15 @@ func (p *Persistence) collectGarbage() {
 	p.tableMu.RUnlock()
 	for _, e := range entries {
 		e.mu.Lock()
-		if e.exists {
-			prefix := clientPrefix(e.id)
-			live[prefix] = true
-			if e.q != nil {
-				for q := range numQueues {
-					for _, r := range e.q.q[q] {
-						if r.obj != nil {
-							needed[batchKey(prefix, r.obj.seq)] = true
-						}
+		if e.exists && e.q != nil {
+			for q := range numQueues {
+				for _, r := range e.q.q[q] {
+					switch {
+					case r.obj == nil:
+					case r.obj.pack != nil:
+						needed[packKey(r.obj.pack.seq)] = true
+					default:
+						needed[batchKey(clientPrefix(e.id), r.obj.seq)] = true
 					}
 				}
 			}
@@ -572,13 +654,11 @@ func (p *Persistence) collectGarbage() {
 	first := p.seq.first()
 	garbage := probes
 	for _, pk := range candidates {
-		hh, _ := strconv.ParseUint(pk.prefix[len(clientsRoot):len(clientsRoot)+2], 16, 8)
-		if p.frozen[hh] {
-			continue // rebuilt from these objects: keep them all
-		}
 		switch pk.kind {
 		case keySession:
-			if !live[pk.prefix] {
+			// Unless New rebuilt a shard from them: its sessions are then only in
+			// memory until a checkpoint writes them, and the next start deletes these.
+			if !p.keepSessionRecords {
 				garbage = append(garbage, pk.prefix+sessionKeySuffix)
 			}
 		case keyBatch:
@@ -586,6 +666,11 @@ func (p *Persistence) collectGarbage() {
 			if pk.seq < first && !needed[key] {
 				garbage = append(garbage, key)
 			}
+		}
+	}
+	for _, n := range packs {
+		if key := packKey(n); n < first && !needed[key] {
+			garbage = append(garbage, key)
 		}
 	}
 	if len(garbage) == 0 {

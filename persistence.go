@@ -127,16 +127,24 @@ type Config struct {
 	// CheckpointSegments starts a checkpoint when this many durable journal segments are
 	// not covered by one yet. A start-up reads and replays every such segment, so this
 	// bounds it in every mode: Sync calls make a segment each (or a few calls share one)
-	// and may carry no payload for CheckpointBytes to count. A checkpoint costs a PUT per
-	// changed index shard (at most 256) and per session with new state or packets, so a
-	// low value costs requests. Default: 500.
+	// and may carry no payload for CheckpointBytes to count. A checkpoint costs a few
+	// PUTs (an index delta, a pack per 8 MiB of payloads, an object per session with
+	// 64 KiB of them) and every eighth one a merge of up to 256 index shards, so a low
+	// value costs requests. Default: 500.
 	CheckpointSegments int
 
 	// CheckpointInterval starts a checkpoint this long after the last one when anything
-	// changed, bounding how much journal a restart replays when traffic is light. A
-	// checkpoint costs about one PUT per session with new packets plus one per changed
-	// index shard, so short intervals cost requests. Default: 5m.
+	// changed, bounding how much journal a restart replays when traffic is light. Each
+	// checkpoint costs a few PUTs (see CheckpointSegments), so short intervals cost
+	// requests. Default: 5m.
 	CheckpointInterval time.Duration
+
+	// MaxPinnedBytes bounds the payloads of stored packets that only the journal holds,
+	// until a checkpoint moves them out (normally at CheckpointBytes). When checkpoints
+	// fail or lag, a call that would go past it does what WhenStoreIsBehind says:
+	// FailAtOnce fails it with an error wrapping ErrCheckpointsBehind, WaitForRoom waits
+	// for a checkpoint, at most CallTimeout. At least CheckpointBytes. Default: 256 MiB.
+	MaxPinnedBytes int64
 
 	// CheckpointTimeout bounds one checkpoint. Default: 2m.
 	CheckpointTimeout time.Duration
@@ -240,6 +248,7 @@ const (
 	DefaultCheckpointBytes    = 32 << 20
 	DefaultCheckpointInterval = 5 * time.Minute
 	DefaultCheckpointSegments = 500
+	DefaultMaxPinnedBytes     = 256 << 20
 	DefaultCheckpointTimeout  = 2 * time.Minute
 	DefaultCacheBytes         = 64 << 20
 	DefaultCallTimeout        = 30 * time.Second
@@ -281,6 +290,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("s3persist: Config.JournalStreams %d is outside 0..%d", c.JournalStreams, numShards)
 	case c.CheckpointBytes < 0:
 		return fmt.Errorf("s3persist: Config.CheckpointBytes %d is negative", c.CheckpointBytes)
+	case c.MaxPinnedBytes < 0:
+		return fmt.Errorf("s3persist: Config.MaxPinnedBytes %d is negative", c.MaxPinnedBytes)
+	case c.MaxPinnedBytes != 0 && c.MaxPinnedBytes < cmp.Or(c.CheckpointBytes, DefaultCheckpointBytes):
+		return fmt.Errorf("s3persist: Config.MaxPinnedBytes %d is below CheckpointBytes (%d): no checkpoint would start before calls are refused", c.MaxPinnedBytes, cmp.Or(c.CheckpointBytes, DefaultCheckpointBytes))
 	case c.CheckpointSegments < 0:
 		return fmt.Errorf("s3persist: Config.CheckpointSegments %d is negative", c.CheckpointSegments)
 	case c.CheckpointInterval < 0:
@@ -327,6 +340,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CheckpointSegments == 0 {
 		c.CheckpointSegments = DefaultCheckpointSegments
+	}
+	if c.MaxPinnedBytes == 0 {
+		c.MaxPinnedBytes = max(DefaultMaxPinnedBytes, c.CheckpointBytes)
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = DefaultCheckpointInterval
@@ -377,25 +393,26 @@ type Persistence struct {
 	// brokenSegments are journal segments that could not be decoded at New: they stay
 	// sealed (valid, left for an operator). Set before New returns.
 	brokenSegments []string
+	// keepSessionRecords is set when New rebuilt a shard of a layout-2 bucket from
+	// session records: the garbage collection leaves them for the next start.
+	keepSessionRecords bool
 
 	tableMu sync.RWMutex
 	// table holds an entry per id that exists. Guarded by tableMu.
 	table map[string]*entry
 	live  atomic.Int64 // entries with exists set: Count()
 
-	pinned   atomic.Int64           // payload bytes only the journal holds
-	dirty    [numShards]atomic.Bool // index shards to rewrite
-	frozen   [numShards]bool        // shards whose object was unreadable at New; set before New returns
-	ckptMu   sync.Mutex             // one checkpoint (or garbage collection) at a time
-	ckptKick chan struct{}          // asks the checkpointer for a checkpoint
-	gcDone   chan struct{}          // closed when the garbage collection after start ends
+	pinned     pinnedBudget         // payload bytes only the journal holds
+	dirtyLists [numShards]dirtyList // sessions the next checkpoint writes to the index
+	index      indexState           // the index objects in the bucket; guarded by ckptMu
+	ckptMu     sync.Mutex           // one checkpoint (or garbage collection) at a time
+	ckptKick   chan struct{}        // asks the checkpointer for a checkpoint
+	gcDone     chan struct{}        // closed when the garbage collection after start ends
 
 	garbageMu sync.Mutex
-	// Objects to delete once the shards that named them are rewritten. Guarded by
-	// garbageMu.
-	garbage        []string
-	deletedRecords [][]byte      // ids whose session record object is to delete
-	unsure         []unsureBatch // batch objects whose put had an unknown outcome
+	// Objects to delete once the index no longer names them. Guarded by garbageMu.
+	garbage []string
+	unsure  []unsureBatch // batch objects whose put had an unknown outcome
 
 	// stopping is closed when Shutdown begins: background work stops starting new steps.
 	// bgCtx ends when Shutdown's deadline passes (or at once after the background work
@@ -405,12 +422,7 @@ type Persistence struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 
-	stats struct{ checkpoints, checkpointFailures atomic.Int64 }
-
-	// brokenBatches are the objects (record and batches) of sessions whose record was
-	// unreadable at New, deleted with the session. Written before New returns; guarded by garbageMu
-	// after.
-	brokenBatches map[*entry][]string
+	stats struct{ checkpoints, checkpointFailures, merges atomic.Int64 }
 
 	retained retainedState
 
@@ -432,6 +444,7 @@ func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	}
 	cfg = cfg.withDefaults()
 	p := &Persistence{cfg: cfg, log: cfg.Logger, table: make(map[string]*entry), ckptKick: make(chan struct{}, 1), gcDone: make(chan struct{}), stopping: make(chan struct{})}
+	p.pinned.max, p.pinned.kick = cfg.MaxPinnedBytes, p.kickCheckpoint
 	var err error
 	if p.cache, err = cache.New[uint64, *queuedPacket](cache.Config{MaxBytes: cfg.CacheBytes}); err != nil {
 		return nil, fmt.Errorf("s3persist: %w", err)
@@ -654,7 +667,7 @@ func (p *Persistence) Stats() Stats {
 	segments, bytes := p.journal.uncovered()
 	return Stats{
 		Sessions:           p.live.Load(),
-		PinnedBytes:        p.pinned.Load(),
+		PinnedBytes:        p.pinned.used.Load(),
 		UncoveredSegments:  segments,
 		UncoveredBytes:     bytes,
 		Journal:            p.journal.b.Stats(),

@@ -1,7 +1,6 @@
 package s3persist
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -292,15 +291,20 @@ func TestCheckpointMovesPacketsOutOfTheJournal(t *testing.T) {
 	if k := f.keys(journalRoot); len(k) != 0 {
 		t.Fatalf("journal segments left: %v", k)
 	}
-	if n := len(f.keys(clientsRoot)); n != 100 { // a record and a batch per session
-		t.Fatalf("%d objects under %s, want 100", n, clientsRoot)
+	// 50 sessions with small queues share one pack and one index delta: no object of
+	// their own.
+	if n := len(f.keys(clientsRoot)); n != 0 {
+		t.Fatalf("%d objects under %s, want none", n, clientsRoot)
+	}
+	if p, d := len(f.keys(packRoot)), len(f.keys(deltaRoot)); p != 1 || d != 1 {
+		t.Fatalf("%d packs and %d deltas, want 1 and 1", p, d)
 	}
 	f.restart()
 	if st := f.count.Stats(); st.Gets > numShards+4 {
 		t.Fatalf("New read %d objects for 50 sessions", st.Gets)
 	}
 	// New made its requests before Reset; reading the state needs none, the packets one
-	// GET per session (then cached).
+	// ranged GET of the pack per session (then cached).
 	for i := range 50 {
 		id := fmt.Sprint("c", i)
 		got := f.drain(id, f.s.PacketsForEachQoS12, keepAll)
@@ -423,95 +427,52 @@ func TestCorruptObjectsAreReportedAndTheRestLoads(t *testing.T) {
 		f.mustCreate(id)
 		f.mustStore(id, "m")
 	}
-	long := string(bytes.Repeat([]byte("L"), 5000)) // hashed key: the id is only inside the record
-	bad := map[string]func([]byte) []byte{
-		"truncated":     func(b []byte) []byte { return b[:len(b)/2] },
-		"random":        func([]byte) []byte { return []byte("\x9f\xff\x00garbage\x01\x02") },
-		"wrong-version": func(b []byte) []byte { return bytes.Replace(b, []byte{0x00, 0x01}, []byte{0x00, 0x07}, 1) },
-		"empty":         func([]byte) []byte { return nil },
-		long:            func(b []byte) []byte { return b[:3] },
-	}
-	for id := range bad {
-		f.mustCreate(id)
-	}
+	big := strings.Repeat("B", ownBatchBytes) // a batch object of its own
+	f.mustCreate("big")
+	f.mustStore("big", big)
 	f.flush()
 	f.checkpoint()
-	for id, damage := range bad {
-		key := clientPrefix([]byte(id)) + sessionKeySuffix
-		data, _, err := f.mem.Get(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.mem.Put(ctx, key, damage(data), s3store.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		// The index shards of the damaged sessions are lost too, so that their own
-		// records are what New must read.
-		if err := f.mem.Delete(ctx, shardKey(shardOf([]byte(id)))); err != nil {
-			t.Fatal(err)
-		}
+	packs := f.keys(packRoot)
+	batches := f.keys(clientPrefix([]byte("big")) + batchDir)
+	if len(packs) != 1 || len(batches) != 1 {
+		t.Fatalf("packs %v, batches of big %v: want one of each", packs, batches)
 	}
-	// A corrupt shard, a corrupt batch in a good session, and a corrupt retained set.
-	if _, err := f.mem.Put(ctx, shardKey(shardOf([]byte("good-0"))), []byte{0xa1}, s3store.PutOptions{}); err != nil {
+	// A pack damaged inside good-1's range, a damaged batch object, a corrupt retained set.
+	pack, _, err := f.mem.Get(ctx, packs[0])
+	if err != nil {
 		t.Fatal(err)
 	}
-	batches := f.keys(clientPrefix([]byte("good-1")) + batchDir)
-	if len(batches) != 1 {
-		t.Fatalf("batches of good-1: %v", batches)
+	for i := range pack {
+		pack[i] ^= 0x5a
 	}
-	if _, err := f.mem.Put(ctx, batches[0], []byte{0xa1}, s3store.PutOptions{}); err != nil {
-		t.Fatal(err)
+	for k, v := range map[string][]byte{packs[0]: pack, batches[0]: {0xa1}, keyRetained: []byte("not cbor")} {
+		if _, err := f.mem.Put(ctx, k, v, s3store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := f.mem.Put(ctx, keyRetained, []byte("not cbor"), s3store.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
-
 	f.restart()
-	if n := f.s.Count(); n != 25 {
-		t.Fatalf("Count = %d, want 25 (corrupt sessions included)", n)
+	if n := f.s.Count(); n != 21 {
+		t.Fatalf("Count = %d, want 21", n)
 	}
-	broken := 0
-	err := f.s.LoadForEach(loaderFunc(func(id []byte, st *vlpersistence.SessionState) error {
-		if len(st.Errors) > 0 {
-			broken++
-			if !errors.Is(st.Errors[0], vlpersistence.ErrBrokenEntry) {
-				t.Errorf("session %q: error %v does not wrap ErrBrokenEntry", trim(id), st.Errors[0])
-			}
-			return nil
+	for _, id := range []string{"good-1", "big"} {
+		err := f.s.PacketsForEachQoS12([]byte(id), nil, func(interface{}, *vlpersistence.PersistedPacket) (bool, error) { return true, nil })
+		if !errors.Is(err, vlpersistence.ErrBrokenEntry) {
+			t.Fatalf("draining %s from a damaged object: %v, want an error wrapping ErrBrokenEntry", id, err)
 		}
-		if !strings.HasPrefix(string(id), "good-") || st.Version != 4 {
-			t.Errorf("session %q loaded with state %+v", trim(id), st)
+		if n, _ := f.s.PacketCountQoS12([]byte(id)); n != 1 {
+			t.Fatalf("the packet of the damaged object of %s was removed: count %d", id, n)
 		}
-		return nil
-	}), nil)
-	if err != nil || broken != len(bad) {
-		t.Fatalf("LoadForEach: %v, %d broken sessions reported, want %d", err, broken, len(bad))
-	}
-	// good-0's shard was corrupt: rebuilt from its objects, its packet is there.
-	if got := f.drain("good-0", f.s.PacketsForEachQoS12, keepAll); strings.Join(got, ",") != "m" {
-		t.Fatalf("good-0 after its shard was rebuilt: %v", got)
-	}
-	// The corrupt batch is reported; its packet stays queued and the object in place.
-	err = f.s.PacketsForEachQoS12([]byte("good-1"), nil, func(interface{}, *vlpersistence.PersistedPacket) (bool, error) { return true, nil })
-	if !errors.Is(err, vlpersistence.ErrBrokenEntry) {
-		t.Fatalf("draining a corrupt batch: %v, want an error wrapping ErrBrokenEntry", err)
-	}
-	if n, _ := f.s.PacketCountQoS12([]byte("good-1")); n != 1 {
-		t.Fatalf("the packet of the corrupt batch was removed: count %d", n)
 	}
 	r, _ := f.p.Retained()
 	if _, err := r.Load(); !errors.Is(err, vlpersistence.ErrBrokenEntry) || !strings.Contains(err.Error(), keyRetained) {
 		t.Fatalf("Retained.Load over a corrupt object: %v", err)
 	}
-	// A corrupt session can still be deleted, objects and all, and its id reused.
-	if err := f.s.Delete([]byte("truncated")); err != nil {
+	// A damaged session can still be deleted, its objects with it, and its id reused.
+	if err := f.s.Delete([]byte("big")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.s.Create([]byte("truncated"), nil); err != nil {
+	if err := f.s.Create([]byte("big"), nil); err != nil {
 		t.Fatal(err)
-	}
-	if err := f.s.PacketStoreQoS0([]byte("random"), pkt("x")); !errors.Is(err, vlpersistence.ErrBrokenEntry) {
-		t.Fatalf("storing into a corrupt session: %v", err)
 	}
 	// A corrupt journal segment is reported and left alone; the rest replays.
 	f.mustStore("good-2", "later")
@@ -526,6 +487,45 @@ func TestCorruptObjectsAreReportedAndTheRestLoads(t *testing.T) {
 	f.restart()
 	if _, _, err := f.mem.Get(ctx, seg[0]); err != nil {
 		t.Fatalf("the corrupt segment was not left in place: %v", err)
+	}
+}
+
+// An index object that cannot be read holds the only copy of its sessions' state: New
+// stops with an error that names it, and changes nothing, rather than run without them.
+func TestAnUnreadableIndexObjectStopsNewAndChangesNothing(t *testing.T) {
+	for _, root := range []string{indexRoot, deltaRoot} {
+		t.Run(strings.TrimSuffix(root, "/"), func(t *testing.T) {
+			f := newFixture(t, Config{})
+			ctx := context.Background()
+			for i := range 20 {
+				f.mustCreate(fmt.Sprint("s-", i))
+			}
+			f.flush()
+			f.checkpoint()
+			if root == indexRoot {
+				if err := f.p.mergeIndex(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keys := f.keys(root)
+			if len(keys) == 0 {
+				t.Fatalf("nothing under %s", root)
+			}
+			if _, err := f.mem.Put(ctx, keys[0], []byte{0xa1}, s3store.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.p.Shutdown(); err != nil {
+				t.Fatal(err)
+			}
+			before := f.mem.Keys()
+			_, err := New(ctx, Config{Store: f.mem})
+			if !errors.Is(err, vlpersistence.ErrBrokenEntry) || !strings.Contains(err.Error(), keys[0]) {
+				t.Fatalf("New over a damaged %s: %v, want an error naming it and wrapping ErrBrokenEntry", keys[0], err)
+			}
+			if after := f.mem.Keys(); !slices.Equal(before, after) {
+				t.Fatalf("New that failed changed the objects: %v, then %v", before, after)
+			}
+		})
 	}
 }
 
@@ -790,7 +790,7 @@ func TestShutdownFlushesTheJournalWhileASlowCheckpointRuns(t *testing.T) {
 	slowShard := make(chan struct{})
 	var once sync.Once
 	inj := s3store.NewInjector(mem, func(r s3store.Request) s3store.Action {
-		if r.Op == "put" && strings.HasPrefix(r.Key, indexRoot) {
+		if r.Op == "put" && strings.HasPrefix(r.Key, deltaRoot) {
 			once.Do(func() { close(slowShard) })
 			return s3store.Action{Delay: time.Hour} // ends with the checkpoint's ctx
 		}
@@ -809,7 +809,7 @@ func TestShutdownFlushesTheJournalWhileASlowCheckpointRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.kickCheckpoint()
-	<-slowShard // the background checkpoint is writing its index shards
+	<-slowShard // the background checkpoint is writing its index delta
 	if err := s.PacketStoreQoS12([]byte("a"), pkt("after the checkpoint started")); err != nil {
 		t.Fatal(err)
 	}

@@ -258,11 +258,22 @@ func encodeSegment(records [][]byte) []byte {
 // encodeBatch encodes a packet batch object holding pkts as encMode would encode a
 // batchRecord with those packets, into a buffer of uploadBuffers.
 func encodeBatch(pkts []*queuedPacket) []byte {
+	return appendBatch(uploadBuffers.get(batchSize(pkts)), pkts)
+}
+
+// batchSize is at least the size of the batch record of pkts.
+func batchSize(pkts []*queuedPacket) int {
 	n := 1 + 2 + maxHeadLen + 1 + maxHeadLen
 	for _, p := range pkts {
 		n += queuedPacketSize(p)
 	}
-	b := appendHead(uploadBuffers.get(n), cborMap, 2)
+	return n
+}
+
+// appendBatch appends the batch record of pkts to b: a batch object, or one batch of a
+// pack.
+func appendBatch(b []byte, pkts []*queuedPacket) []byte {
+	b = appendHead(b, cborMap, 2)
 	b = appendUintField(b, 0, formatVersion)
 	b = appendHead(append(b, cborUint|1), cborArray, uint64(len(pkts)))
 	for _, p := range pkts {

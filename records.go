@@ -137,11 +137,17 @@ type segmentRecord struct {
 	Records []cbor.RawMessage `cbor:"1,keyasint"`
 }
 
-// shardBatch is one packet batch of a session as its index shard knows it: the lowest
-// number (the key) and the numbers still live in each queue, ascending.
+// shardBatch is one packet batch of a session as the index knows it: the lowest number,
+// the numbers still live in each queue (ascending), and where the batch is. Pack 0 means
+// the session's own batch object (c/<hh>/<client>/b/<Seq>); otherwise the batch is the
+// Len bytes at Off of pack object Pack (p/<Pack>), and those bytes decode as a batch
+// record on their own.
 type shardBatch struct {
 	Seq  uint64              `cbor:"0,keyasint"`
 	Live [numQueues][]uint64 `cbor:"1,keyasint"`
+	Pack uint64              `cbor:"2,keyasint,omitempty"`
+	Off  uint64              `cbor:"3,keyasint,omitempty"`
+	Len  uint64              `cbor:"4,keyasint,omitempty"`
 }
 
 // shardSession is one session in an index shard.
@@ -153,10 +159,33 @@ type shardSession struct {
 	Batches     []shardBatch `cbor:"4,keyasint,omitempty"`
 }
 
-// shardRecord is one index shard object.
+// shardRecord is one index shard object. Through is the number of the checkpoint that
+// wrote it: the index deltas up to it are merged into it (0 in layout 2, which had none).
 type shardRecord struct {
 	Format   uint           `cbor:"0,keyasint"`
 	Sessions []shardSession `cbor:"1,keyasint"`
+	Through  uint64         `cbor:"2,keyasint,omitempty"`
+}
+
+// deltaSession is one session in an index delta: the whole session as the checkpoint
+// found it, except that State is nil when it did not change since the index object
+// before (a base shard or an earlier delta); or, with Deleted, the fact that no
+// incarnation of the id exists.
+type deltaSession struct {
+	ID          []byte       `cbor:"0,keyasint"`
+	Incarnation uint64       `cbor:"1,keyasint,omitempty"`
+	State       *stateRecord `cbor:"2,keyasint,omitempty"`
+	Watermark   uint64       `cbor:"3,keyasint,omitempty"`
+	Batches     []shardBatch `cbor:"4,keyasint,omitempty"`
+	Deleted     bool         `cbor:"5,keyasint,omitempty"`
+}
+
+// deltaRecord is one index delta object: what checkpoint Checkpoint changed in the index,
+// for every shard.
+type deltaRecord struct {
+	Format     uint           `cbor:"0,keyasint"`
+	Checkpoint uint64         `cbor:"1,keyasint"`
+	Sessions   []deltaSession `cbor:"2,keyasint"`
 }
 
 // The modes are built once: building one validates options and caches type info.
@@ -272,12 +301,38 @@ func decodeShard(key string, data []byte) (shardRecord, error) {
 		if len(ss.ID) == 0 || len(ss.ID) > maxIDLen {
 			return r, brokenEntry(key, "client id of %d bytes", len(ss.ID))
 		}
-		for _, b := range ss.Batches {
-			for q := range numQueues {
-				if !slices.IsSorted(b.Live[q]) {
-					return r, brokenEntry(key, "live packets of %q out of order", ss.ID)
-				}
+		if err := checkBatches(key, ss.ID, ss.Batches); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func checkBatches(key string, id []byte, batches []shardBatch) error {
+	for _, b := range batches {
+		for q := range numQueues {
+			if !slices.IsSorted(b.Live[q]) {
+				return brokenEntry(key, "live packets of %q out of order", id)
 			}
+		}
+		if b.Pack != 0 && (b.Len == 0 || b.Len > maxPackBytes || b.Off > maxPackBytes-b.Len) {
+			return brokenEntry(key, "batch %d of %q lies outside any pack", b.Seq, id)
+		}
+	}
+	return nil
+}
+
+func decodeDelta(key string, data []byte) (deltaRecord, error) {
+	var r deltaRecord
+	if err := decodeRecord(key, data, &r, &r.Format); err != nil {
+		return r, err
+	}
+	for _, ds := range r.Sessions {
+		if len(ds.ID) == 0 || len(ds.ID) > maxIDLen {
+			return r, brokenEntry(key, "client id of %d bytes", len(ds.ID))
+		}
+		if err := checkBatches(key, ds.ID, ds.Batches); err != nil {
+			return r, err
 		}
 	}
 	return r, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
 
@@ -37,20 +38,19 @@ func (st sessionState) record() stateRecord {
 // callback into the broker; entry.mu may be held while the journal applies backpressure
 // (Add blocks until there is room), which only delays calls for the same id.
 //
-// The fields are ordered to keep the struct at 144 bytes, a size class of Go's
+// The fields are ordered to keep the struct at 128 bytes, a size class of Go's
 // allocator: an idle session costs little more than its entry (BenchmarkIdleSessionMemory).
 type entry struct {
-	id         []byte // the client id; for a hashed key whose record is unreadable, a stand-in
+	id         []byte // the client id
 	hh         uint8  // index shard (first byte of SHA-256(id))
 	tailStream uint8  // the journal stream of tail; guarded by mu
 
 	mu sync.Mutex
 	// Guarded by mu:
-	detached   bool  // removed from the table: look the id up again
-	exists     bool  // the session exists (Exists, Count)
-	stateDirty bool  // the session record object is older than the state
-	stored     bool  // a session record object exists in the store (Delete removes it)
-	broken     error // its durable state could not be read at New: reported, left alone
+	detached   bool // removed from the table: look the id up again
+	exists     bool // the session exists (Exists, Count)
+	dirty      bool // changed since the index last included it: in a dirty list (checkpoint.go)
+	stateDirty bool // the index holds an older state than state
 	inc        uint64
 	lastRec    uint64 // number of the last journal record of the session: its watermark
 	state      sessionState
@@ -68,21 +68,62 @@ func (qs *queues) empty() bool {
 }
 
 // packetRef is one queued packet. Its payload is pinned in memory from the moment it is
-// stored until a checkpoint has moved it into a batch object (obj); after that it is in
-// the payload cache or read back from its object.
+// stored until a checkpoint has moved it into a batch (obj); after that it is in the
+// payload cache or read back from its batch.
 type packetRef struct {
 	seq    uint64
 	queue  uint8
 	size   int32         // payload bytes, for the memory accounting
 	pinned *queuedPacket // the payload while only the journal holds it; then nil
-	obj    *batchObj     // the batch object holding it, once checkpointed
+	obj    *batchObj     // the batch holding it, once checkpointed
 }
 
-// batchObj is a packet batch object of one session; live counts its packets still
-// queued. Guarded by the mu of the entry it belongs to.
+// batchObj is one packet batch of one session: an object of its own, or a byte range of
+// a pack. live counts its packets still queued. Guarded by the mu of the entry it
+// belongs to.
 type batchObj struct {
-	seq  uint64 // lowest packet number: the key
-	live int
+	seq    uint64   // lowest packet number: the key of an own batch object
+	pack   *packObj // nil for an own batch object
+	off    uint32   // the range of the pack, with length
+	length uint32
+	live   int32
+}
+
+// loc is where the batch is, for a read.
+func (b *batchObj) loc() batchLoc {
+	l := batchLoc{seq: b.seq}
+	if b.pack != nil {
+		l.pack, l.off, l.length = b.pack.seq, int64(b.off), int64(b.length)
+	}
+	return l
+}
+
+// batchLoc is a copy of where a batch is, taken under its entry's lock.
+type batchLoc struct {
+	seq         uint64
+	pack        uint64 // 0: an own batch object
+	off, length int64
+}
+
+// packObj is a pack object: the batches of many sessions. live counts its batches with a
+// live packet; the pack is garbage when it drops to zero. Shared by the entries of those
+// sessions, hence atomic.
+type packObj struct {
+	seq  uint64
+	live atomic.Int32
+}
+
+// release notes that obj, a batch of e's session, has no live packet left and returns
+// the object that became garbage, if any: its own object, or its pack when obj was the
+// pack's last live batch.
+func (e *entry) release(obj *batchObj) (string, bool) {
+	if obj.pack == nil {
+		return batchKey(clientPrefix(e.id), obj.seq), true
+	}
+	if obj.pack.live.Add(-1) == 0 {
+		return packKey(obj.pack.seq), true
+	}
+	return "", false
 }
 
 // lookup returns the entry of id, or nil. With create, a missing entry is added (it does
@@ -128,20 +169,15 @@ func (p *Persistence) detach(e *entry) {
 }
 
 // existing returns the entry of the existing session of id, locked, or the bare
-// ErrNotFound. With usable, a session whose state could not be read is an error too.
-func (p *Persistence) existing(id []byte, usable bool) (*entry, error) {
+// ErrNotFound.
+func (p *Persistence) existing(id []byte) (*entry, error) {
 	e := p.lookup(id, false)
 	if e == nil {
 		return nil, vlpersistence.ErrNotFound
 	}
-	switch {
-	case !e.exists:
+	if !e.exists {
 		e.mu.Unlock()
 		return nil, vlpersistence.ErrNotFound
-	case usable && e.broken != nil:
-		err := errBroken(e)
-		e.mu.Unlock()
-		return nil, err
 	}
 	return e, nil
 }
@@ -168,11 +204,6 @@ type sessions struct{ p *Persistence }
 var _ vlpersistence.Sessions = (*sessions)(nil)
 
 func validID(id []byte) bool { return len(id) > 0 && len(id) <= maxIDLen }
-
-// errBroken wraps the entry's load error for a call that needs its unreadable state.
-func errBroken(e *entry) error {
-	return fmt.Errorf("s3persist: session %q cannot be used until its record is repaired or the session deleted: %w", e.id, e.broken)
-}
 
 // Exists reports whether the session exists (S2). No request.
 func (s *sessions) Exists(id []byte) bool {
@@ -246,7 +277,7 @@ func (s *sessions) Delete(id []byte) error {
 	if !validID(id) {
 		return vlpersistence.ErrInvalidArgs
 	}
-	e, err := s.p.existing(id, false)
+	e, err := s.p.existing(id)
 	if err != nil {
 		return err
 	}
@@ -271,32 +302,26 @@ func (s *sessions) Delete(id []byte) error {
 // the next checkpoint. e is locked.
 func (p *Persistence) dropSession(e *entry) {
 	var garbage []string
-	prefix := clientPrefix(e.id)
+	var unpinned int64
 	if e.q != nil {
 		seen := map[*batchObj]bool{}
 		for q := range numQueues {
 			for _, r := range e.q.q[q] {
 				if r.pinned != nil {
-					p.pinned.Add(-int64(r.size))
+					unpinned += int64(r.size)
 				}
 				if r.obj != nil && !seen[r.obj] {
 					seen[r.obj] = true
-					garbage = append(garbage, batchKey(prefix, r.obj.seq))
+					if key, ok := e.release(r.obj); ok {
+						garbage = append(garbage, key)
+					}
 				}
 			}
 		}
 	}
-	if e.broken != nil {
-		p.garbageMu.Lock()
-		garbage = append(garbage, p.brokenBatches[e]...)
-		delete(p.brokenBatches, e)
-		p.garbageMu.Unlock()
-	}
+	p.unpin(unpinned)
 	p.addGarbage(garbage...)
-	if e.stored && e.broken == nil {
-		p.addDeletedRecord(e.id)
-	}
-	e.exists, e.broken, e.q, e.stored, e.stateDirty = false, nil, nil, false, false
+	e.exists, e.q, e.stateDirty = false, nil, false
 	e.state = sessionState{}
 	p.live.Add(-1)
 }
@@ -324,10 +349,6 @@ func (s *sessions) update(id []byte, create bool, fn func(st *sessionState)) err
 		var st sessionState
 		fn(&st)
 		return s.createAndAwait(ctx, e, st)
-	}
-	if e.broken != nil {
-		defer e.mu.Unlock()
-		return errBroken(e)
 	}
 	st := e.state
 	fn(&st)
@@ -451,9 +472,6 @@ func (s *sessions) LoadForEach(loader vlpersistence.SessionLoader, ctx interface
 
 // loadState is the state LoadForEach shows, as fresh copies (G6). e is locked.
 func (e *entry) loadState() *vlpersistence.SessionState {
-	if e.broken != nil {
-		return &vlpersistence.SessionState{Errors: []error{e.broken}}
-	}
 	st := &vlpersistence.SessionState{
 		Subscriptions: clone(e.state.subs),
 		SessionBase:   vlpersistence.SessionBase{Timestamp: e.state.timestamp, Version: e.state.version},
@@ -480,7 +498,7 @@ func (s *sessions) count(id []byte, q int) (uint64, error) {
 	if !validID(id) {
 		return 0, vlpersistence.ErrNotFound
 	}
-	e, err := s.p.existing(id, true)
+	e, err := s.p.existing(id)
 	if err != nil {
 		return 0, err
 	}
@@ -556,20 +574,34 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 	rec := &journalRecord{Kind: recPackets, Seq: ^uint64(0), ID: id, Inc: ^uint64(0), Packets: make([]queuedPacket, 0, n)}
 	for q := range numQueues {
 		for _, p := range queues[q] {
+			if len(p.Data) == 0 {
+				return vlpersistence.ErrInvalidArgs // as PacketStoreQoS0/12; the layout holds no empty packet
+			}
 			rec.Packets = append(rec.Packets, queuedPacket{Seq: ^uint64(0), Queue: uint8(q), ExpireAt: []byte(p.ExpireAt), Data: p.Data})
 		}
 	}
 	rec.buf = make([]byte, 0, journalRecordSize(rec)) // with the largest numbers: enough for any
 	rec.refs = make([]packetRef, n)
-	e, err := s.p.existing(id, true)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := s.p.writeContext()
 	defer cancel()
+	// Room in the pinned memory is taken before the session's lock, so that waiting for
+	// a checkpoint never holds it; queuePinned counts it as taken.
+	var pinned int64
+	for i := range rec.Packets {
+		pinned += int64(pinnedSize(&rec.Packets[i]))
+	}
+	if err := s.p.pinned.reserve(ctx, pinned, s.p.cfg.WhenStoreIsBehind == WaitForRoom); err != nil {
+		return fmt.Errorf("s3persist: store packets of %q: %w", id, err)
+	}
+	e, err := s.p.existing(id)
+	if err != nil {
+		s.p.unpin(pinned)
+		return err
+	}
 	first, err := s.p.seq.take(uint64(n))
 	if err != nil {
 		e.mu.Unlock()
+		s.p.unpin(pinned)
 		return err
 	}
 	for i := range rec.Packets {
@@ -579,18 +611,21 @@ func (s *sessions) storePackets(id []byte, queues [numQueues][]*vlpersistence.Pe
 	t, err := s.p.commit(ctx, e, rec)
 	e.mu.Unlock()
 	if err != nil {
+		s.p.unpin(pinned)
 		return err
 	}
 	return s.p.await(ctx, id, t)
 }
 
 // queuePinned appends journal-resident packets (ascending numbers) to e's queues,
-// skipping any already queued (a shard rebuilt from per-client objects may hold packets
-// the journal holds too). e is locked.
+// skipping any already queued. A live call passes the refs it allocated and has
+// reserved the pinned room of its packets (storePackets); replay passes none and counts
+// them here. e is locked.
 func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket, refs []packetRef) {
 	if e.q == nil {
 		e.q = &queues{}
 	}
+	reserved := refs != nil
 	if len(refs) != len(pkts) {
 		refs = make([]packetRef, len(pkts))
 	}
@@ -598,12 +633,12 @@ func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket, refs []packetRe
 	for i := range pkts {
 		pk := &pkts[i]
 		r := &refs[i]
-		*r = packetRef{seq: pk.Seq, queue: pk.Queue, size: int32(min(packetSize(pk), 1<<31-1)), pinned: pk}
+		*r = packetRef{seq: pk.Seq, queue: pk.Queue, size: pinnedSize(pk), pinned: pk}
 		q := e.q.q[pk.Queue]
 		if n := len(q); n == 0 || q[n-1].seq < r.seq {
 			e.q.q[pk.Queue] = append(q, r) // the usual case: numbers grow
 		} else {
-			// Only a replay on top of a rebuilt shard gets here: keep number order.
+			// Only a record replayed twice could get here: keep number order.
 			at, found := slices.BinarySearchFunc(q, r.seq, func(x *packetRef, s uint64) int { return cmpU64(x.seq, s) })
 			if found {
 				continue
@@ -612,13 +647,20 @@ func (p *Persistence) queuePinned(e *entry, pkts []queuedPacket, refs []packetRe
 		}
 		bytes += int64(r.size)
 	}
-	if p.pinned.Add(bytes) >= p.cfg.CheckpointBytes {
+	total := p.pinned.used.Load()
+	if !reserved {
+		total = p.pinned.add(bytes)
+	}
+	if total >= p.cfg.CheckpointBytes {
 		p.kickCheckpoint()
 	}
 }
 
 // packetSize is what a queued packet costs in memory, roughly.
 func packetSize(pk *queuedPacket) int { return len(pk.Data) + len(pk.ExpireAt) + 48 }
+
+// pinnedSize is packetSize as the pinned memory counts it.
+func pinnedSize(pk *queuedPacket) int32 { return int32(min(packetSize(pk), 1<<31-1)) }
 
 // PacketsDelete empties the three queues and keeps the session (P6). Durability as for
 // Create; the batch objects are deleted by the next checkpoint.
@@ -629,7 +671,7 @@ func (s *sessions) PacketsDelete(id []byte) error {
 	if !validID(id) {
 		return vlpersistence.ErrInvalidArgs
 	}
-	e, err := s.p.existing(id, true)
+	e, err := s.p.existing(id)
 	if err != nil {
 		return err
 	}
@@ -686,13 +728,15 @@ func (p *Persistence) applyRemoval(e *entry, seqs []uint64) {
 			}
 			if r.obj != nil {
 				if r.obj.live--; r.obj.live == 0 {
-					garbage = append(garbage, batchKey(clientPrefix(e.id), r.obj.seq))
+					if key, ok := e.release(r.obj); ok {
+						garbage = append(garbage, key)
+					}
 				}
 			}
 			return true
 		})
 	}
-	p.pinned.Add(-unpinned)
+	p.unpin(unpinned)
 	p.addGarbage(garbage...)
 }
 
@@ -715,7 +759,7 @@ func (s *sessions) PacketsForEachUnAck(id []byte, ctx interface{}, loader vlpers
 type refView struct {
 	seq    uint64
 	pinned *queuedPacket
-	objSeq uint64 // 0 while pinned
+	loc    batchLoc // of its batch, once not pinned
 }
 
 // forEach visits queue q in FIFO order and calls loader with no lock held (G5). A
@@ -743,15 +787,11 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 		e.mu.Unlock()
 		return nil
 	}
-	if e.broken != nil {
-		defer e.mu.Unlock()
-		return errBroken(e)
-	}
 	plan := make([]refView, len(e.q.q[q]))
 	for i, r := range e.q.q[q] {
 		plan[i] = refView{seq: r.seq, pinned: r.pinned}
 		if r.obj != nil {
-			plan[i].objSeq = r.obj.seq
+			plan[i].loc = r.obj.loc()
 		}
 	}
 	e.mu.Unlock()
@@ -766,7 +806,7 @@ func (s *sessions) forEach(id []byte, cbCtx interface{}, q int, loader vlpersist
 		pk := v.pinned
 		if pk == nil {
 			var err error
-			if pk, err = s.p.payload(ctx, id, v.seq, v.objSeq); err != nil {
+			if pk, err = s.p.payload(ctx, id, v.seq, v.loc); err != nil {
 				if !e.queued(q, v.seq) {
 					// Removed since the plan was taken (a concurrent visit), and its batch
 					// object deleted by a checkpoint: nothing to visit (P4).
@@ -826,20 +866,33 @@ func (qs *queues) has(q int, seq uint64) bool {
 }
 
 // payload returns checkpointed packet seq of id from the cache or, on a miss, from its
-// batch object, whose packets then fill the cache.
-func (p *Persistence) payload(ctx context.Context, id []byte, seq, objSeq uint64) (*queuedPacket, error) {
+// batch (one GET of its own object, or of its range of a pack), whose packets then fill
+// the cache.
+func (p *Persistence) payload(ctx context.Context, id []byte, seq uint64, loc batchLoc) (*queuedPacket, error) {
 	if pk, ok := p.cache.Get(seq); ok {
 		return pk, nil
 	}
-	key := batchKey(clientPrefix(id), objSeq)
-	data, _, err := p.store.Get(ctx, key)
-	if errors.Is(err, s3store.ErrNotFound) {
-		return nil, fmt.Errorf("s3persist: packets of %q: batch %q is missing: %w", id, key, vlpersistence.ErrBrokenEntry)
+	var (
+		key  string
+		data []byte
+		err  error
+	)
+	if loc.pack == 0 {
+		key = batchKey(clientPrefix(id), loc.seq)
+		data, _, err = p.store.Get(ctx, key)
+	} else {
+		key = packKey(loc.pack)
+		data, _, err = p.store.GetRange(ctx, key, loc.off, loc.length)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, s3store.ErrNotFound):
+		return nil, fmt.Errorf("s3persist: packets of %q: %q is missing: %w", id, key, vlpersistence.ErrBrokenEntry)
+	case errors.Is(err, s3store.ErrRangeNotSatisfiable):
+		return nil, fmt.Errorf("s3persist: packets of %q: %q is shorter than the index says: %w", id, key, vlpersistence.ErrBrokenEntry)
+	case err != nil:
 		return nil, fmt.Errorf("s3persist: read packets of %q: %w", id, err)
 	}
-	rec, err := decodeBatch(key, data, objSeq)
+	rec, err := decodeBatch(key, data, loc.seq)
 	if err != nil {
 		p.log.Error("s3persist: a batch of packets cannot be decoded", "err", err)
 		return nil, err
@@ -853,7 +906,7 @@ func (p *Persistence) payload(ctx context.Context, id []byte, seq, objSeq uint64
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("s3persist: packets of %q: batch %q lacks packet %d: %w", id, key, seq, vlpersistence.ErrBrokenEntry)
+		return nil, fmt.Errorf("s3persist: packets of %q: batch %d of %q lacks packet %d: %w", id, loc.seq, key, seq, vlpersistence.ErrBrokenEntry)
 	}
 	return found, nil
 }
