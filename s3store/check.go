@@ -41,6 +41,30 @@ func (c *closer) admit(ctx context.Context, op, key string) error {
 	return nil
 }
 
+// opGetRange names GetRange in errors. A ranged read is still a GET: wrappers that
+// number or schedule requests by operation (Injector) file it under "get".
+const opGetRange = "get range"
+
+// admitRange is admit plus the GetRange rules for offset and length.
+func (c *closer) admitRange(ctx context.Context, key string, offset, length int64) error {
+	if err := c.admit(ctx, opGetRange, key); err != nil {
+		return err
+	}
+	if err := ValidateRange(offset, length); err != nil {
+		return opError(opGetRange, key, err)
+	}
+	return nil
+}
+
+// rangeError is the ErrRangeNotSatisfiable of a range that ends past an object of size
+// bytes (size < 0: unknown).
+func rangeError(offset, length, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("%w: %d bytes at offset %d, past the end of the object", ErrRangeNotSatisfiable, length, offset)
+	}
+	return fmt.Errorf("%w: %d bytes at offset %d of a %d-byte object", ErrRangeNotSatisfiable, length, offset, size)
+}
+
 // admitPut is admit plus the PutOptions rules; it returns the IfMatch ETag to send.
 func (c *closer) admitPut(ctx context.Context, key string, opts PutOptions) (string, error) {
 	if err := c.admit(ctx, "put", key); err != nil {

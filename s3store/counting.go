@@ -25,12 +25,14 @@ type Counting struct {
 
 // CountingStats is a snapshot of a Counting store's counters.
 type CountingStats struct {
+	// Gets counts Get and GetRange calls alike: each is one GET request.
 	Puts, Gets, Lists, Deletes int64
 	// DeleteManyRequests counts ceil(distinct keys / MaxDeleteBatch) per DeleteMany.
 	DeleteManyRequests int64
 	// BytesPut is the size of every Put's data, sent whether the put succeeded or not.
 	BytesPut int64
-	// BytesGot is the size of every object a successful Get returned.
+	// BytesGot is the size of every object a successful Get returned, and of every
+	// range a successful GetRange returned.
 	BytesGot int64
 }
 
@@ -85,6 +87,19 @@ func (c *Counting) Get(ctx context.Context, key string) ([]byte, ObjectInfo, err
 	}
 	c.gets.Add(1)
 	data, info, err := c.s.Get(ctx, key)
+	if err == nil {
+		c.bytesGot.Add(int64(len(data)))
+	}
+	return data, info, err
+}
+
+// GetRange implements Store. It counts as a Get.
+func (c *Counting) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error) {
+	if err := c.admitRange(ctx, key, offset, length); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	c.gets.Add(1)
+	data, info, err := c.s.GetRange(ctx, key, offset, length)
 	if err == nil {
 		c.bytesGot.Add(int64(len(data)))
 	}

@@ -72,6 +72,18 @@ func (f *Faulty) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error
 	return f.s.Get(ctx, key)
 }
 
+// GetRange implements Store.
+func (f *Faulty) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error) {
+	if err := f.admitRange(ctx, key, offset, length); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	defer f.gate.RUnlock()
+	if f.enter() {
+		return nil, ObjectInfo{}, opError(opGetRange, key, ErrInjected)
+	}
+	return f.s.GetRange(ctx, key, offset, length)
+}
+
 // List implements Store.
 func (f *Faulty) List(ctx context.Context, prefix, startAfter string, limit int) (ListPage, error) {
 	if err := f.admitList(ctx, prefix); err != nil {

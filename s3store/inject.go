@@ -55,10 +55,24 @@ type Request struct {
 	// concurrency, request N is the N-th call to pass the checks that need no request
 	// (store open, ctx not ended, valid arguments), whichever goroutine made it.
 	N int64
-	// Op is "put", "get", "list", "delete" or "delete many".
+	// Op is "put", "get", "list", "delete" or "delete many". A GetRange is a "get", as
+	// it is one GET request to S3: a Plan that fails reads fails ranged reads too, and
+	// tells them apart by Length.
 	Op string
 	// Key is the key; for List the prefix, for DeleteMany the first key.
 	Key string
+	// Offset and Length are the range of a GetRange; both are zero for every other
+	// request.
+	Offset, Length int64
+}
+
+// what names the request in errors: its Op, but "get range" for a GetRange, as the
+// checks before any request name it.
+func (r Request) what() string {
+	if r.Length > 0 {
+		return opGetRange
+	}
+	return r.Op
 }
 
 // Action is a Plan's decision for one request: a fault, and a latency added before
@@ -182,17 +196,20 @@ func (in *Injector) Requests() int64 {
 	return in.n
 }
 
-// begin numbers one request, applies its delay and decides its fault. When it returns
-// Pass or FailAfter, the gate is held shared and the caller must release it (done) once
-// the wrapped store returned. For any other fault it returns the error to report.
-func (in *Injector) begin(ctx context.Context, op, key string) (f Fault, done func(), err error) {
+// begin numbers request r (it sets r.N), applies its delay and decides its fault. When
+// it returns Pass or FailAfter, the gate is held shared and the caller must release it
+// (done) once the wrapped store returned. For any other fault it returns the error to
+// report.
+func (in *Injector) begin(ctx context.Context, r Request) (f Fault, done func(), err error) {
+	op, key := r.what(), r.Key
 	in.gate.RLock()
 	in.mu.Lock()
 	in.n++
 	in.stats.Requests++
 	act := Action{}
 	if !in.dead && in.plan != nil {
-		act = in.plan(Request{N: in.n, Op: op, Key: key})
+		r.N = in.n
+		act = in.plan(r)
 	}
 	if act.Delay > 0 {
 		// The gate is not held while waiting, so Kill does not wait for the delay; the
@@ -253,7 +270,7 @@ func (in *Injector) Put(ctx context.Context, key string, data []byte, opts PutOp
 	if _, err := in.admitPut(ctx, key, opts); err != nil {
 		return ObjectInfo{}, err
 	}
-	f, done, err := in.begin(ctx, "put", key)
+	f, done, err := in.begin(ctx, Request{Op: "put", Key: key})
 	if err != nil {
 		return ObjectInfo{}, err
 	}
@@ -270,7 +287,7 @@ func (in *Injector) Get(ctx context.Context, key string) ([]byte, ObjectInfo, er
 	if err := in.admit(ctx, "get", key); err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	f, done, err := in.begin(ctx, "get", key)
+	f, done, err := in.begin(ctx, Request{Op: "get", Key: key})
 	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
@@ -282,12 +299,29 @@ func (in *Injector) Get(ctx context.Context, key string) ([]byte, ObjectInfo, er
 	return data, info, err
 }
 
+// GetRange implements Store. Its Request is a "get" with Offset and Length set.
+func (in *Injector) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error) {
+	if err := in.admitRange(ctx, key, offset, length); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	f, done, err := in.begin(ctx, Request{Op: "get", Key: key, Offset: offset, Length: length})
+	if err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	defer done()
+	data, info, err := in.s.GetRange(ctx, key, offset, length)
+	if f == FailAfter {
+		return nil, ObjectInfo{}, opError(opGetRange, key, ErrInjected)
+	}
+	return data, info, err
+}
+
 // List implements Store.
 func (in *Injector) List(ctx context.Context, prefix, startAfter string, limit int) (ListPage, error) {
 	if err := in.admitList(ctx, prefix); err != nil {
 		return ListPage{}, err
 	}
-	f, done, err := in.begin(ctx, "list", prefix)
+	f, done, err := in.begin(ctx, Request{Op: "list", Key: prefix})
 	if err != nil {
 		return ListPage{}, err
 	}
@@ -304,7 +338,7 @@ func (in *Injector) Delete(ctx context.Context, key string) error {
 	if err := in.admit(ctx, "delete", key); err != nil {
 		return err
 	}
-	f, done, err := in.begin(ctx, "delete", key)
+	f, done, err := in.begin(ctx, Request{Op: "delete", Key: key})
 	if err != nil {
 		return err
 	}
@@ -324,7 +358,7 @@ func (in *Injector) DeleteMany(ctx context.Context, keys []string) error {
 	if err != nil || len(unique) == 0 {
 		return err
 	}
-	f, done, err := in.begin(ctx, "delete many", unique[0])
+	f, done, err := in.begin(ctx, Request{Op: "delete many", Key: unique[0]})
 	if err != nil {
 		return &DeleteManyError{Remaining: unique, Total: len(unique), Err: err}
 	}

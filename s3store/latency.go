@@ -88,6 +88,17 @@ func (d *Delayed) Get(ctx context.Context, key string) ([]byte, ObjectInfo, erro
 	return d.s.Get(ctx, key)
 }
 
+// GetRange implements Store, with the delay of a Get.
+func (d *Delayed) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error) {
+	if err := d.admitRange(ctx, key, offset, length); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	if err := d.wait(ctx); err != nil {
+		return nil, ObjectInfo{}, opError(opGetRange, key, err)
+	}
+	return d.s.GetRange(ctx, key, offset, length)
+}
+
 // List implements Store.
 func (d *Delayed) List(ctx context.Context, prefix, startAfter string, limit int) (ListPage, error) {
 	if err := d.admitList(ctx, prefix); err != nil {

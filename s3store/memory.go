@@ -134,6 +134,25 @@ func (m *Memory) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error
 	return bytes.Clone(obj.data), ObjectInfo{Key: key, Size: int64(len(obj.data)), ETag: obj.etag}, nil
 }
 
+// GetRange implements Store.
+func (m *Memory) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error) {
+	if err := m.admitRange(ctx, key, offset, length); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	m.mu.Lock()
+	obj, ok := m.objects[key]
+	m.mu.Unlock()
+	if !ok {
+		return nil, ObjectInfo{}, opError(opGetRange, key, ErrNotFound)
+	}
+	size := int64(len(obj.data))
+	if offset+length > size { // admitRange ruled out an overflow
+		return nil, ObjectInfo{}, opError(opGetRange, key, rangeError(offset, length, size))
+	}
+	// As in Get, obj.data is immutable: the copy needs no lock.
+	return bytes.Clone(obj.data[offset : offset+length]), ObjectInfo{Key: key, Size: size, ETag: obj.etag}, nil
+}
+
 // List implements Store.
 func (m *Memory) List(ctx context.Context, prefix, startAfter string, limit int) (ListPage, error) {
 	if err := m.admitList(ctx, prefix); err != nil {

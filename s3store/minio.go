@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -217,7 +218,7 @@ func (c MinioConfig) LogValue() slog.Value { return slog.StringValue(c.String())
 // Each Store call is one S3 request (a DeleteMany one per 1,000 keys), made with
 // minio-go's low-level calls so that no goroutine outlives the call: Put is a single
 // PUT with the exact size, never a multipart upload, so a conditional put is atomic;
-// Get reads the response fully and closes it; List asks for one page of at most limit
+// Get and GetRange read the response fully and close it; List asks for one page of at most limit
 // keys and stops there.
 type Minio struct {
 	closer
@@ -502,9 +503,16 @@ func classify(err error) error {
 		// AWS answers 409 ConditionalRequestConflict to a conditional write that races
 		// another on the same key: ours did not happen, like a failed precondition.
 		return ErrPreconditionFailed
+	case minio.InvalidRange:
+		// 416 to a ranged GET whose range starts at or past the end of the object.
+		return ErrRangeNotSatisfiable
 	}
-	if resp.StatusCode == http.StatusPreconditionFailed {
+	// Without a body, minio-go puts the status line in Code.
+	switch resp.StatusCode {
+	case http.StatusPreconditionFailed:
 		return ErrPreconditionFailed
+	case http.StatusRequestedRangeNotSatisfiable:
+		return ErrRangeNotSatisfiable
 	}
 	return nil
 }
@@ -559,11 +567,7 @@ func (m *Minio) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error)
 	// minio-go sends the key of SSE-C only; SSE-S3 and SSE-KMS need nothing on a read.
 	body, info, _, err := m.core.GetObject(rctx, m.bucket, key, minio.GetObjectOptions{ServerSideEncryption: m.sse})
 	if err != nil {
-		if m.sse != nil && m.sse.Type() == encrypt.SSEC && classify(err) == ErrAccessDenied {
-			// S3 and MinIO refuse a wrong customer key as they refuse wrong credentials.
-			return nil, ObjectInfo{}, opError("get", key, fmt.Errorf("%w (or the object was written with another SSE-C key): %w", ErrAccessDenied, err))
-		}
-		return nil, ObjectInfo{}, m.fail(rctx, "get", key, err)
+		return nil, ObjectInfo{}, m.failGet(rctx, "get", key, err)
 	}
 	defer body.Close()
 	data, err := readBody(body, info.Size)
@@ -571,6 +575,97 @@ func (m *Minio) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error)
 		return nil, ObjectInfo{}, m.fail(rctx, "get", key, err)
 	}
 	return data, ObjectInfo{Key: key, Size: int64(len(data)), ETag: info.ETag}, nil
+}
+
+// failGet is fail for the error of a GET request.
+func (m *Minio) failGet(rctx context.Context, op, key string, err error) error {
+	if m.sse != nil && m.sse.Type() == encrypt.SSEC && classify(err) == ErrAccessDenied {
+		// S3 and MinIO refuse a wrong customer key as they refuse wrong credentials.
+		return opError(op, key, fmt.Errorf("%w (or the object was written with another SSE-C key): %w", ErrAccessDenied, err))
+	}
+	return m.fail(rctx, op, key, err)
+}
+
+// GetRange implements Store with one GET of the range. S3 answers a range that starts
+// at or past the end of the object with 416 InvalidRange, which classify maps, and one
+// that starts inside the object but ends past it with the bytes that exist, a short
+// answer this refuses: both are ErrRangeNotSatisfiable. A server that ignores the Range
+// header and sends the whole object (no Content-Range) is served too: the range is cut
+// out of it.
+func (m *Minio) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error) {
+	if err := m.admitRange(ctx, key, offset, length); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	last := offset + length - 1 // admitRange ruled out an overflow
+	opts := minio.GetObjectOptions{ServerSideEncryption: m.sse}
+	if err := opts.SetRange(offset, last); err != nil {
+		return nil, ObjectInfo{}, opError(opGetRange, key, err) // unreachable for a valid range
+	}
+	rctx, cancel := m.requestContext(ctx)
+	defer cancel()
+	body, info, header, err := m.core.GetObject(rctx, m.bucket, key, opts)
+	if err != nil {
+		return nil, ObjectInfo{}, m.failGet(rctx, opGetRange, key, err)
+	}
+	defer body.Close()
+	// info.Size is the Content-Length: the size of the part, not of the object.
+	data, err := readBody(body, info.Size)
+	if err != nil {
+		return nil, ObjectInfo{}, m.fail(rctx, opGetRange, key, err)
+	}
+	cr := header.Get("Content-Range")
+	if cr == "" {
+		size := int64(len(data))
+		if offset+length > size {
+			return nil, ObjectInfo{}, opError(opGetRange, key, rangeError(offset, length, size))
+		}
+		// A copy, so that a small range does not pin the whole object in memory.
+		return bytes.Clone(data[offset : offset+length]), ObjectInfo{Key: key, Size: size, ETag: info.ETag}, nil
+	}
+	first, end, size, err := parseContentRange(cr)
+	switch {
+	case err != nil:
+		return nil, ObjectInfo{}, opError(opGetRange, key, err)
+	case first != offset || end-first+1 != int64(len(data)) || end > last:
+		return nil, ObjectInfo{}, opError(opGetRange, key, fmt.Errorf(
+			"asked for bytes %d-%d, got %d bytes announced as %q", offset, last, len(data), cr))
+	case end < last:
+		// S3 cuts a range at the end of the object.
+		return nil, ObjectInfo{}, opError(opGetRange, key, rangeError(offset, length, size))
+	}
+	return data, ObjectInfo{Key: key, Size: size, ETag: info.ETag}, nil
+}
+
+// parseContentRange parses the Content-Range of a 206 answer, "bytes first-last/size".
+// An unknown size ("*") is an error: GetRange must report the object's size.
+func parseContentRange(cr string) (first, last, size int64, err error) {
+	bad := func() (int64, int64, int64, error) {
+		return 0, 0, 0, fmt.Errorf("unexpected Content-Range %q", cr)
+	}
+	spec, ok := strings.CutPrefix(cr, "bytes ")
+	if !ok {
+		return bad()
+	}
+	rng, total, ok := strings.Cut(spec, "/")
+	if !ok {
+		return bad()
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return bad()
+	}
+	for _, f := range []struct {
+		s string
+		v *int64
+	}{{a, &first}, {b, &last}, {total, &size}} {
+		if *f.v, err = strconv.ParseInt(f.s, 10, 64); err != nil || *f.v < 0 {
+			return bad()
+		}
+	}
+	if first > last || last >= size {
+		return bad()
+	}
+	return first, last, size, nil
 }
 
 // readBody reads a response body of the announced size (-1 if unknown) in one

@@ -62,6 +62,18 @@ func (p *prefixed) Get(ctx context.Context, key string) ([]byte, ObjectInfo, err
 	return data, info, nil
 }
 
+func (p *prefixed) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error) {
+	if err := p.admitRange(ctx, key, offset, length); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	data, info, err := p.s.GetRange(ctx, p.prefix+key, offset, length)
+	if err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	info.Key = key
+	return data, info, nil
+}
+
 func (p *prefixed) List(ctx context.Context, prefix, startAfter string, limit int) (ListPage, error) {
 	if err := p.admitList(ctx, prefix); err != nil {
 		return ListPage{}, err

@@ -3,9 +3,10 @@
 // # Contract
 //
 // Store is the whole surface the adapter needs from S3-compatible storage: conditional
-// puts, gets, ordered paginated listings and deletes. Every implementation (the minio-go
-// backend, the in-memory backend, and every wrapper) must pass the conformance suite in
-// package storetest, which is the executable form of the rules written on each method.
+// puts, gets of whole objects or of byte ranges, ordered paginated listings and
+// deletes. Every implementation (the minio-go backend, the in-memory backend, and every
+// wrapper) must pass the conformance suite in package storetest, which is the
+// executable form of the rules written on each method.
 //
 // # Errors
 //
@@ -56,6 +57,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"unicode/utf8"
 )
@@ -87,6 +89,12 @@ var (
 	ErrInvalidKey = errors.New("s3store: invalid key")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("s3store: closed")
+	// ErrInvalidArgument: an argument other than a key breaks the rules of its method
+	// (a GetRange offset or length; see ValidateRange).
+	ErrInvalidArgument = errors.New("s3store: invalid argument")
+	// ErrRangeNotSatisfiable: the object is shorter than the end of the range GetRange
+	// asked for.
+	ErrRangeNotSatisfiable = errors.New("s3store: range not satisfiable")
 )
 
 // PutOptions are the conditions of a Put. The zero value is an unconditional put.
@@ -130,8 +138,8 @@ type ListPage struct {
 // The checks that need no request come in a fixed order: closed, then ctx, then
 // arguments.
 //
-// Consistency: a successful Put, Delete or DeleteMany is visible to every later Get
-// and List (read-after-write, as S3 and MinIO provide today).
+// Consistency: a successful Put, Delete or DeleteMany is visible to every later Get,
+// GetRange and List (read-after-write, as S3 and MinIO provide today).
 type Store interface {
 	// Put stores data under key, replacing any existing object atomically: a concurrent
 	// Get sees the old or the new content, never a mix. The store keeps its own copy:
@@ -147,6 +155,16 @@ type Store interface {
 	// Get returns the whole content and the info of the object, or ErrNotFound.
 	// The returned slice belongs to the caller.
 	Get(ctx context.Context, key string) ([]byte, ObjectInfo, error)
+
+	// GetRange returns length bytes of the object starting at offset, with the object's
+	// info (whose Size is the whole object's size, not length), or ErrNotFound. The
+	// bytes and the info come from one version of the object, as with Get. offset must
+	// be >= 0, length > 0 and offset+length no more than math.MaxInt64, or it fails with
+	// ErrInvalidArgument before any request (see ValidateRange). If the object is
+	// shorter than offset+length, it returns ErrRangeNotSatisfiable and no data, never
+	// a short read: a caller that asks for an exact range treats a short object as
+	// damage. The returned slice belongs to the caller.
+	GetRange(ctx context.Context, key string, offset, length int64) ([]byte, ObjectInfo, error)
 
 	// List returns up to limit objects whose keys start with prefix and sort strictly
 	// after startAfter ("" = from the beginning), in ascending byte order of key.
@@ -242,6 +260,20 @@ func ValidateKey(key string) error {
 	}
 	if seg, bad := dotSegment(key); bad {
 		return fmt.Errorf("%w: key %q has a %q segment", ErrInvalidKey, key, seg)
+	}
+	return nil
+}
+
+// ValidateRange reports whether offset and length are a range GetRange accepts; the
+// error wraps ErrInvalidArgument and says why.
+func ValidateRange(offset, length int64) error {
+	switch {
+	case offset < 0:
+		return fmt.Errorf("%w: negative offset %d", ErrInvalidArgument, offset)
+	case length <= 0:
+		return fmt.Errorf("%w: length %d is not positive", ErrInvalidArgument, length)
+	case length > math.MaxInt64-offset:
+		return fmt.Errorf("%w: offset %d plus length %d overflows int64", ErrInvalidArgument, offset, length)
 	}
 	return nil
 }

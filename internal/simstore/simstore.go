@@ -32,9 +32,9 @@
 // either way, and no request of the view reaches the wrapped store afterwards. A new
 // process opens the wrapped store (or a new Store over it).
 //
-// Held requests are ordered by key, then operation, then arrival, never by arrival
-// alone: requests that arrive side by side from concurrent goroutines (a checkpoint's
-// puts, the streams of a flush) get the same positions in every run.
+// Held requests are ordered by key, then operation (and range), then arrival, never by
+// arrival alone: requests that arrive side by side from concurrent goroutines (a
+// checkpoint's puts, the streams of a flush) get the same positions in every run.
 package simstore
 
 import (
@@ -52,7 +52,8 @@ import (
 	"github.com/s3persist/s3persist/s3store"
 )
 
-// The operations a Request names, as s3store.Injector names them.
+// The operations a Request names, as s3store.Injector names them: a GetRange is an
+// OpGet with a Length.
 const (
 	OpPut        = "put"
 	OpGet        = "get"
@@ -78,6 +79,9 @@ type Request struct {
 	Key string
 	// Keys are every key of a DeleteMany (Prefix removed); nil otherwise.
 	Keys []string
+	// Offset and Length are the range of a GetRange; both are zero for every other
+	// request.
+	Offset, Length int64
 	// Stream is "<ss>" when Key is "j/<ss>/..." (a journal segment of stream <ss>, put
 	// or deleted), else empty.
 	Stream string
@@ -86,11 +90,14 @@ type Request struct {
 	Due uint64
 }
 
-// String describes the request by operation and key, without its ID, so that the
-// description is the same in every run of a seed.
+// String describes the request by operation and key (and range), without its ID, so
+// that the description is the same in every run of a seed.
 func (r Request) String() string {
-	if r.Op == OpDeleteMany && len(r.Keys) > 1 {
+	switch {
+	case r.Op == OpDeleteMany && len(r.Keys) > 1:
 		return fmt.Sprintf("%s %q (+%d keys)", r.Op, r.Key, len(r.Keys)-1)
+	case r.Length > 0:
+		return fmt.Sprintf("%s %q bytes %d-%d", r.Op, r.Key, r.Offset, r.Offset+r.Length-1)
 	}
 	return fmt.Sprintf("%s %q", r.Op, r.Key)
 }
@@ -339,9 +346,10 @@ func (s *Store) notifyLocked() {
 }
 
 // canonical orders held requests so that the same set gets the same order in every
-// run: by key, then operation, then arrival.
+// run: by key, then operation (and range), then arrival.
 func canonical(a, b *pending) int {
-	return cmp.Or(strings.Compare(a.req.Key, b.req.Key), strings.Compare(a.req.Op, b.req.Op), cmp.Compare(a.req.ID, b.req.ID))
+	return cmp.Or(strings.Compare(a.req.Key, b.req.Key), strings.Compare(a.req.Op, b.req.Op),
+		cmp.Compare(a.req.Offset, b.req.Offset), cmp.Compare(a.req.Length, b.req.Length), cmp.Compare(a.req.ID, b.req.ID))
 }
 
 // Held returns the requests held now, in canonical order (key, operation, arrival).
@@ -549,6 +557,33 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, s3store.ObjectInfo
 		data, info, err = s.under.Get(ctx, key)
 		return err
 	}, func(err error) error { return fmt.Errorf("s3store: get %q: %w", key, err) })
+	if err != nil {
+		return nil, s3store.ObjectInfo{}, err
+	}
+	return data, info, nil
+}
+
+// GetRange implements s3store.Store: a request like Get's (an OpGet, with the range in
+// Offset and Length), held or passed by the same policy.
+func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, s3store.ObjectInfo, error) {
+	const op = "get range" // in errors, as s3store names it
+	if err := s.admit(ctx, op, key); err != nil {
+		return nil, s3store.ObjectInfo{}, err
+	}
+	if err := s3store.ValidateRange(offset, length); err != nil {
+		return nil, s3store.ObjectInfo{}, fmt.Errorf("s3store: %s %q: %w", op, key, err)
+	}
+	req := s.describe(OpGet, key, nil)
+	req.Offset, req.Length = offset, length
+	var (
+		data []byte
+		info s3store.ObjectInfo
+	)
+	err := s.do(ctx, req, func(ctx context.Context) error {
+		var err error
+		data, info, err = s.under.GetRange(ctx, key, offset, length)
+		return err
+	}, func(err error) error { return fmt.Errorf("s3store: %s %q: %w", op, key, err) })
 	if err != nil {
 		return nil, s3store.ObjectInfo{}, err
 	}
