@@ -628,7 +628,7 @@ func (m *Minio) GetRange(ctx context.Context, key string, offset, length int64) 
 		return nil, ObjectInfo{}, opError(opGetRange, key, err)
 	case first != offset || end-first+1 != int64(len(data)) || end > last:
 		return nil, ObjectInfo{}, opError(opGetRange, key, fmt.Errorf(
-			"asked for bytes %d-%d, got %d bytes announced as %q", offset, last, len(data), cr))
+			"asked for bytes %d-%d, got %d bytes with Content-Range %q", offset, last, len(data), cr))
 	case end < last:
 		// S3 cuts a range at the end of the object.
 		return nil, ObjectInfo{}, opError(opGetRange, key, rangeError(offset, length, size))
