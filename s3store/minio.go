@@ -218,8 +218,8 @@ func (c MinioConfig) LogValue() slog.Value { return slog.StringValue(c.String())
 // Each Store call is one S3 request (a DeleteMany one per 1,000 keys), made with
 // minio-go's low-level calls so that no goroutine outlives the call: Put is a single
 // PUT with the exact size, never a multipart upload, so a conditional put is atomic;
-// Get and GetRange read the response fully and close it; List asks for one page of at most limit
-// keys and stops there.
+// Get and GetRange read the response fully and close it; List asks for one page of at
+// most limit keys and stops there.
 type Minio struct {
 	closer
 
