@@ -57,11 +57,8 @@ func (c *closer) admitRange(ctx context.Context, key string, offset, length int6
 }
 
 // rangeError is the ErrRangeNotSatisfiable of a range that ends past an object of size
-// bytes (size < 0: unknown).
+// bytes.
 func rangeError(offset, length, size int64) error {
-	if size < 0 {
-		return fmt.Errorf("%w: %d bytes at offset %d, past the end of the object", ErrRangeNotSatisfiable, length, offset)
-	}
 	return fmt.Errorf("%w: %d bytes at offset %d of a %d-byte object", ErrRangeNotSatisfiable, length, offset, size)
 }
 

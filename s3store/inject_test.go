@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,7 +64,7 @@ func TestInjectorFailsTheNthRequestBeforeTheStore(t *testing.T) {
 func TestInjectorLosesTheAcknowledgementOfAnAppliedRequest(t *testing.T) {
 	ctx := t.Context()
 	mem := newMemory(t)
-	for _, op := range []string{"put", "create-only put", "refused create-only put", "delete", "delete many", "get", "list"} {
+	for _, op := range []string{"put", "create-only put", "refused create-only put", "delete", "delete many", "get", "get range", "list"} {
 		t.Run(op, func(t *testing.T) {
 			if _, err := mem.Put(ctx, "old", []byte("o"), s3store.PutOptions{}); err != nil {
 				t.Fatal(err)
@@ -85,6 +87,8 @@ func TestInjectorLosesTheAcknowledgementOfAnAppliedRequest(t *testing.T) {
 				}
 			case "get":
 				_, _, err = in.Get(ctx, "old")
+			case "get range":
+				_, _, err = in.GetRange(ctx, "old", 0, 1)
 			case "list":
 				_, err = in.List(ctx, "", "", 0)
 			}
@@ -255,5 +259,49 @@ func TestInjectorKillWaitsForRequestsInFlight(t *testing.T) {
 	}
 	if err := in.DeleteMany(t.Context(), []string{"k"}); !errors.Is(err, s3store.ErrInjected) || mem.Len() != 1 {
 		t.Fatalf("delete many after Kill: %v, %d objects", err, mem.Len())
+	}
+}
+
+// A GetRange is a "get" to a Plan, told apart by its range, and takes every fault a Get
+// takes; its errors name it "get range".
+func TestInjectorFilesAGetRangeAsAGet(t *testing.T) {
+	ctx := t.Context()
+	mem := newMemory(t)
+	if _, err := mem.Put(ctx, "k", []byte("0123456789"), s3store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var seen []s3store.Request
+	in := s3store.NewInjector(mem, func(r s3store.Request) s3store.Action {
+		seen = append(seen, r)
+		if r.Op == "get" && r.Length > 0 && r.N > 2 {
+			return s3store.Action{Fault: s3store.FailBefore}
+		}
+		return s3store.Action{}
+	})
+	if _, _, err := in.Get(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if data, info, err := in.GetRange(ctx, "k", 2, 3); err != nil || string(data) != "234" || info.Size != 10 {
+		t.Fatalf("GetRange = %q, %+v, %v", data, info, err)
+	}
+	_, _, err := in.GetRange(ctx, "k", 4, 5)
+	wantUnknownOutcome(t, "a ranged get failed before the store", err)
+	if !strings.HasPrefix(err.Error(), `s3store: get range "k": `) {
+		t.Fatalf("error %q does not name the call", err)
+	}
+	// Refused before any request: not numbered, not shown to the Plan.
+	if _, _, err := in.GetRange(ctx, "k", -1, 5); !errors.Is(err, s3store.ErrInvalidArgument) {
+		t.Fatalf("GetRange with a negative offset: %v", err)
+	}
+	want := []s3store.Request{
+		{N: 1, Op: "get", Key: "k"},
+		{N: 2, Op: "get", Key: "k", Offset: 2, Length: 3},
+		{N: 3, Op: "get", Key: "k", Offset: 4, Length: 5},
+	}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("the Plan saw %+v, want %+v", seen, want)
+	}
+	if got := in.Stats(); got != (s3store.InjectorStats{Requests: 3, Passed: 2, FailedBefore: 1}) {
+		t.Fatalf("Stats = %+v", got)
 	}
 }

@@ -274,6 +274,13 @@ func TestCountingCountsRequestsAndBytes(t *testing.T) {
 	if _, _, err := c.Get(ctx, "missing"); !errors.Is(err, s3store.ErrNotFound) {
 		t.Fatal(err)
 	}
+	// A ranged read is a GET too, and counts the bytes of its range.
+	if _, _, err := c.GetRange(ctx, "a", 1, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.GetRange(ctx, "a", 4, 2); !errors.Is(err, s3store.ErrRangeNotSatisfiable) {
+		t.Fatal(err)
+	}
 	if _, err := c.List(ctx, "", "", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -290,12 +297,12 @@ func TestCountingCountsRequestsAndBytes(t *testing.T) {
 	if err := c.DeleteMany(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	want := s3store.CountingStats{Puts: 2, Gets: 2, Lists: 1, Deletes: 1, DeleteManyRequests: 3, BytesPut: 8, BytesGot: 5}
+	want := s3store.CountingStats{Puts: 2, Gets: 4, Lists: 1, Deletes: 1, DeleteManyRequests: 3, BytesPut: 8, BytesGot: 8}
 	if got := c.Stats(); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
-	if got := c.Stats().Requests(); got != 9 {
-		t.Fatalf("Requests = %d, want 9", got)
+	if got := c.Stats().Requests(); got != 11 {
+		t.Fatalf("Requests = %d, want 11", got)
 	}
 	c.Reset()
 	if got := c.Stats(); got != (s3store.CountingStats{}) {
@@ -309,14 +316,19 @@ func TestCountingDoesNotCountCallsRefusedBeforeAnyRequest(t *testing.T) {
 	c.Put(ctx, "bad//key", []byte("x"), s3store.PutOptions{})
 	c.Put(ctx, "k", []byte("x"), s3store.PutOptions{IfNoneMatch: true, IfMatch: "e"})
 	c.Get(ctx, "")
+	c.GetRange(ctx, "", 0, 1)
+	c.GetRange(ctx, "k", -1, 1)
+	c.GetRange(ctx, "k", 0, 0)
 	c.List(ctx, "a//", "", 0)
 	c.Delete(ctx, "..")
 	c.DeleteMany(ctx, []string{"ok", "/bad"})
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	c.Get(cancelled, "k")
+	c.GetRange(cancelled, "k", 0, 1)
 	c.Close()
 	c.Get(ctx, "k")
+	c.GetRange(ctx, "k", 0, 1)
 	if got := c.Stats(); got != (s3store.CountingStats{}) {
 		t.Fatalf("Stats = %+v, want none", got)
 	}
@@ -386,10 +398,11 @@ func TestFaultyFailsEveryRequestWhileFailing(t *testing.T) {
 	f.SetFailing(true)
 	_, putErr := f.Put(ctx, "k", []byte("w"), s3store.PutOptions{})
 	_, _, getErr := f.Get(ctx, "k")
+	_, _, rangeErr := f.GetRange(ctx, "k", 0, 1)
 	_, listErr := f.List(ctx, "", "", 0)
 	delErr := f.Delete(ctx, "k")
 	manyErr := f.DeleteMany(ctx, []string{"k"})
-	for name, err := range map[string]error{"put": putErr, "get": getErr, "list": listErr, "delete": delErr, "delete many": manyErr} {
+	for name, err := range map[string]error{"put": putErr, "get": getErr, "get range": rangeErr, "list": listErr, "delete": delErr, "delete many": manyErr} {
 		if !errors.Is(err, s3store.ErrInjected) || errors.Is(err, s3store.ErrNotFound) {
 			t.Errorf("%s while failing: %v, want an error wrapping only ErrInjected", name, err)
 		}

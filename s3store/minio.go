@@ -218,8 +218,8 @@ func (c MinioConfig) LogValue() slog.Value { return slog.StringValue(c.String())
 // Each Store call is one S3 request (a DeleteMany one per 1,000 keys), made with
 // minio-go's low-level calls so that no goroutine outlives the call: Put is a single
 // PUT with the exact size, never a multipart upload, so a conditional put is atomic;
-// Get and GetRange read the response fully and close it; List asks for one page of at most limit
-// keys and stops there.
+// Get and GetRange read the response fully and close it; List asks for one page of at
+// most limit keys and stops there.
 type Minio struct {
 	closer
 
@@ -628,7 +628,7 @@ func (m *Minio) GetRange(ctx context.Context, key string, offset, length int64) 
 		return nil, ObjectInfo{}, opError(opGetRange, key, err)
 	case first != offset || end-first+1 != int64(len(data)) || end > last:
 		return nil, ObjectInfo{}, opError(opGetRange, key, fmt.Errorf(
-			"asked for bytes %d-%d, got %d bytes announced as %q", offset, last, len(data), cr))
+			"asked for bytes %d-%d, got %d bytes with Content-Range %q", offset, last, len(data), cr))
 	case end < last:
 		// S3 cuts a range at the end of the object.
 		return nil, ObjectInfo{}, opError(opGetRange, key, rangeError(offset, length, size))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -278,5 +279,70 @@ func TestBadInputIsAnErrorNotAPanic(t *testing.T) {
 	}
 	if len(s.Held()) != 0 {
 		t.Error("an invalid request was held")
+	}
+}
+
+// A GetRange is an OpGet with its range: the hold policy sees it as such, a held one
+// answers only when released, and held ones of one key are ordered by range.
+func TestAGetRangeIsHeldAndReleasedLikeAGet(t *testing.T) {
+	mem := s3store.NewMemory()
+	if _, err := mem.Put(t.Context(), "c/00/x/session", []byte("0123456789"), s3store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// DefaultHold passes reads, ranged or not.
+	pass := newStore(t, mem, simstore.Options{})
+	if data, info, err := pass.GetRange(t.Context(), "c/00/x/session", 2, 3); err != nil || string(data) != "234" || info.Size != 10 {
+		t.Fatalf("GetRange through DefaultHold = %q, %+v, %v", data, info, err)
+	}
+
+	s := newStore(t, mem, simstore.Options{Hold: func(r simstore.Request) bool { return r.Op == simstore.OpGet && r.Length > 0 }})
+	type answer struct {
+		data []byte
+		err  error
+	}
+	get := func(offset, length int64) <-chan answer {
+		done := make(chan answer, 1)
+		go func() {
+			data, _, err := s.GetRange(t.Context(), "c/00/x/session", offset, length)
+			done <- answer{data, err}
+		}()
+		return done
+	}
+	later, first := get(5, 5), get(0, 2)
+	waitHeld(t, s, 2)
+	held := s.Held()
+	if held[0].Offset != 0 || held[0].Length != 2 || held[1].Offset != 5 || held[1].Length != 5 {
+		t.Fatalf("held %+v: want the two ranges, in range order", held)
+	}
+	if got := held[1].String(); got != `get "c/00/x/session" bytes 5-9` {
+		t.Fatalf("String() = %s", got)
+	}
+	// A whole Get and a bad range are not held: the policy holds ranges, and a bad range
+	// is refused before any request.
+	if _, _, err := s.Get(t.Context(), "c/00/x/session"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.GetRange(t.Context(), "c/00/x/session", 0, 0); !errors.Is(err, s3store.ErrInvalidArgument) {
+		t.Fatalf("GetRange of length 0: %v", err)
+	}
+	select {
+	case a := <-first:
+		t.Fatalf("a held GetRange answered before its release: %q, %v", a.data, a.err)
+	default:
+	}
+	if !s.Release(held[0].ID) {
+		t.Fatal("Release reported false")
+	}
+	if a := <-first; a.err != nil || string(a.data) != "01" {
+		t.Fatalf("released GetRange = %q, %v", a.data, a.err)
+	}
+	if l := s.Crash(); len(l) != 1 || l[0].Request.Offset != 5 {
+		t.Fatalf("Crash = %+v, want the other range", l)
+	}
+	if a := <-later; !errors.Is(a.err, simstore.ErrCrashed) || a.data != nil || !strings.HasPrefix(a.err.Error(), `s3store: get range "c/00/x/session": `) {
+		t.Fatalf("a GetRange cut by the crash = %q, %v", a.data, a.err)
+	}
+	if _, _, err := s.GetRange(t.Context(), "c/00/x/session", 0, 1); !errors.Is(err, simstore.ErrCrashed) {
+		t.Fatalf("a GetRange after the crash: %v", err)
 	}
 }

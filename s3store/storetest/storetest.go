@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -100,6 +101,10 @@ func cases(o options) []testCase {
 		{"put_then_get_returns_exact_bytes", putThenGet},
 		{"put_replaces_existing_object_and_its_etag", putReplaces},
 		{"get_missing_returns_not_found", getMissing},
+		{"get_range_returns_the_bytes_asked_for_and_the_whole_objects_info", getRangeInside},
+		{"get_range_past_the_end_returns_ErrRangeNotSatisfiable_and_no_data", getRangePastEnd},
+		{"get_range_of_missing_key_returns_not_found", getRangeMissing},
+		{"get_range_with_bad_offset_or_length_is_refused_before_any_request", getRangeInvalid},
 		{"errors_are_wrapped_once_with_key_in_message", errorsWrappedOnce},
 		{"create_only_put_succeeds_when_object_is_missing", createOnlyMissing},
 		{"create_only_put_fails_when_object_exists_and_changes_nothing", createOnlyExists},
@@ -135,6 +140,7 @@ func cases(o options) []testCase {
 var sentinels = []error{
 	s3store.ErrNotFound, s3store.ErrPreconditionFailed, s3store.ErrAccessDenied,
 	s3store.ErrNoSuchBucket, s3store.ErrInvalidKey, s3store.ErrClosed,
+	s3store.ErrInvalidArgument, s3store.ErrRangeNotSatisfiable,
 }
 
 // --- helpers -------------------------------------------------------------------
@@ -194,6 +200,48 @@ func wantContent(t *testing.T, s s3store.Store, key string, want []byte) s3store
 		t.Fatalf("Get(%q) = %d bytes %.40q, want %d bytes %.40q", key, len(data), data, len(want), want)
 	}
 	return info
+}
+
+// getRange reads a range that must succeed and checks the info against the object's,
+// as Put returned it.
+func getRange(t *testing.T, s s3store.Store, key string, offset, length int64, obj s3store.ObjectInfo) []byte {
+	t.Helper()
+	data, info, err := s.GetRange(t.Context(), key, offset, length)
+	if err != nil {
+		t.Fatalf("GetRange(%q, %d, %d) of a %d-byte object: %v", key, offset, length, obj.Size, err)
+	}
+	if int64(len(data)) != length {
+		t.Fatalf("GetRange(%q, %d, %d) returned %d bytes", key, offset, length, len(data))
+	}
+	if info != obj {
+		t.Fatalf("GetRange(%q, %d, %d) info = %+v, want the whole object's %+v", key, offset, length, info, obj)
+	}
+	return data
+}
+
+// wantRange checks that GetRange returns exactly want[offset:offset+length].
+func wantRange(t *testing.T, s s3store.Store, key string, want []byte, offset, length int64, obj s3store.ObjectInfo) {
+	t.Helper()
+	if got := getRange(t, s, key, offset, length, obj); !bytes.Equal(got, want[offset:offset+length]) {
+		t.Fatalf("GetRange(%q, %d, %d) = %.40q, want %.40q", key, offset, length, got, want[offset:offset+length])
+	}
+}
+
+// wantUnsatisfiable checks that GetRange fails with ErrRangeNotSatisfiable, and with no
+// other sentinel, and returns no data.
+func wantUnsatisfiable(t *testing.T, s s3store.Store, key string, offset, length int64) {
+	t.Helper()
+	data, _, err := s.GetRange(t.Context(), key, offset, length)
+	what := fmt.Sprintf("GetRange(%q, %d, %d)", key, offset, length)
+	wantErrIs(t, what, err, s3store.ErrRangeNotSatisfiable)
+	for _, other := range sentinels {
+		if other != s3store.ErrRangeNotSatisfiable && errors.Is(err, other) {
+			t.Fatalf("%s: error %v is also %v", what, err, other)
+		}
+	}
+	if len(data) != 0 {
+		t.Fatalf("%s: %d bytes with the error, want none", what, len(data))
+	}
 }
 
 func wantMissing(t *testing.T, s s3store.Store, key string) {
@@ -307,6 +355,104 @@ func getMissing(t *testing.T, s s3store.Store) {
 	wantMissing(t, s, "never")
 }
 
+func getRangeInside(t *testing.T, s s3store.Store) {
+	data := randomBytes(7, 1000)
+	info := put(t, s, "r/object", data)
+	for _, c := range []struct{ offset, length int64 }{
+		{0, 1},      // the first byte
+		{10, 20},    // inside
+		{500, 499},  // inside, up to the last byte but one
+		{990, 10},   // ending exactly at the end
+		{999, 1},    // the last byte
+		{1, 999},    // from the second byte to the end
+		{0, 1000},   // from 0, covering all
+		{0, 999},    // all but the last byte
+		{333, 333},  // the middle third
+		{0, 1 << 9}, // a power of two
+	} {
+		wantRange(t, s, "r/object", data, c.offset, c.length, info)
+	}
+	// After a replacement, the range comes from the new content and its info.
+	longer := randomBytes(8, 1500)
+	info = put(t, s, "r/object", longer)
+	wantRange(t, s, "r/object", longer, 1000, 500, info)
+}
+
+func getRangePastEnd(t *testing.T, s s3store.Store) {
+	data := []byte("0123456789")
+	info := put(t, s, "r/short", data)
+	for _, c := range []struct{ offset, length int64 }{
+		{5, 6},                 // starts inside, ends one byte past the end
+		{0, 11},                // the whole object and one byte more
+		{9, 2},                 // the last byte and one more
+		{0, 1 << 20},           // far past the end
+		{10, 1},                // starts exactly at the end
+		{11, 1},                // starts past the end
+		{1 << 40, 1},           // far past the end
+		{math.MaxInt64 - 1, 1}, // the largest valid offset
+		{0, math.MaxInt64},     // the largest valid length
+		{1, math.MaxInt64 - 1}, // ending at the largest valid end
+		{10, math.MaxInt64 - 10},
+	} {
+		wantUnsatisfiable(t, s, "r/short", c.offset, c.length)
+	}
+	// The object is intact and still readable by range.
+	if got := wantContent(t, s, "r/short", data); got != info {
+		t.Fatalf("Get info = %+v, Put info = %+v", got, info)
+	}
+	wantRange(t, s, "r/short", data, 5, 5, info)
+}
+
+func getRangeMissing(t *testing.T, s s3store.Store) {
+	wantRangeMissing := func(key string) {
+		t.Helper()
+		data, _, err := s.GetRange(t.Context(), key, 0, 1)
+		wantErrIs(t, fmt.Sprintf("GetRange(%q)", key), err, s3store.ErrNotFound)
+		if errors.Is(err, s3store.ErrRangeNotSatisfiable) || len(data) != 0 {
+			t.Fatalf("GetRange(%q) of a missing key: %d bytes, %v; want no data and only ErrNotFound", key, len(data), err)
+		}
+	}
+	wantRangeMissing("never/written")
+	put(t, s, "never/written/below", []byte("x"))
+	wantRangeMissing("never/written")
+	wantRangeMissing("never")
+	put(t, s, "gone", []byte("content"))
+	if err := s.Delete(t.Context(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	wantRangeMissing("gone")
+}
+
+func getRangeInvalid(t *testing.T, s s3store.Store) {
+	info := put(t, s, "r/k", []byte("0123456789"))
+	for _, c := range []struct{ offset, length int64 }{
+		{-1, 1},
+		{0, 0},
+		{5, 0},
+		{10, 0},
+		{0, -1},
+		{-5, -5},
+		{math.MinInt64, 1},
+		{math.MaxInt64, 1}, // offset+length overflows
+		{1, math.MaxInt64}, // offset+length overflows
+		{math.MaxInt64, math.MaxInt64},
+	} {
+		if s3store.ValidateRange(c.offset, c.length) == nil {
+			t.Fatalf("ValidateRange(%d, %d) accepts a range the suite calls invalid", c.offset, c.length)
+		}
+		// Refused before any request: the same answer whether the object exists or not.
+		for _, key := range []string{"r/k", "r/missing"} {
+			data, _, err := s.GetRange(t.Context(), key, c.offset, c.length)
+			what := fmt.Sprintf("GetRange(%q, %d, %d)", key, c.offset, c.length)
+			wantErrIs(t, what, err, s3store.ErrInvalidArgument)
+			if errors.Is(err, s3store.ErrNotFound) || errors.Is(err, s3store.ErrRangeNotSatisfiable) || len(data) != 0 {
+				t.Fatalf("%s: %d bytes, %v; want no data and only ErrInvalidArgument", what, len(data), err)
+			}
+		}
+	}
+	wantRange(t, s, "r/k", []byte("0123456789"), 0, 10, info)
+}
+
 func errorsWrappedOnce(t *testing.T, s s3store.Store) {
 	check := func(what string, err, sentinel error, key string, keyOnce bool) {
 		t.Helper()
@@ -339,6 +485,14 @@ func errorsWrappedOnce(t *testing.T, s s3store.Store) {
 	check("If-Match Put on missing", err, s3store.ErrPreconditionFailed, "wrap/absent-object", true)
 	_, err = s.Put(t.Context(), "wrap//invalid", []byte("y"), s3store.PutOptions{})
 	check("Put invalid key", err, s3store.ErrInvalidKey, "wrap//invalid", false)
+	_, _, err = s.GetRange(t.Context(), "wrap/missing-object", 0, 1)
+	check("GetRange missing", err, s3store.ErrNotFound, "wrap/missing-object", true)
+	_, _, err = s.GetRange(t.Context(), "wrap/existing-object", 0, 2) // ends past the end
+	check("GetRange ending past the end", err, s3store.ErrRangeNotSatisfiable, "wrap/existing-object", true)
+	_, _, err = s.GetRange(t.Context(), "wrap/existing-object", 1, 1) // starts at the end
+	check("GetRange starting at the end", err, s3store.ErrRangeNotSatisfiable, "wrap/existing-object", true)
+	_, _, err = s.GetRange(t.Context(), "wrap/existing-object", -1, 1)
+	check("GetRange negative offset", err, s3store.ErrInvalidArgument, "wrap/existing-object", true)
 	_, err = s.List(t.Context(), "wrap//", "", 0)
 	check("List invalid prefix", err, s3store.ErrInvalidKey, "wrap//", false)
 }
@@ -515,6 +669,30 @@ func concurrentGetsWhole(t *testing.T, s s3store.Store) {
 			return nil
 		})
 	}
+	// A range that both versions hold comes from one version, with that version's size.
+	const offset, length = 100 << 10, 50 << 10
+	for range 2 {
+		g.Go(func() error {
+			for ctx.Err() == nil {
+				data, info, err := s.GetRange(ctx, "whole", offset, length)
+				if ctx.Err() != nil {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				i := slices.IndexFunc(versions, func(v []byte) bool { return int64(len(v)) == info.Size })
+				if i < 0 {
+					return fmt.Errorf("GetRange info size %d is neither version's", info.Size)
+				}
+				if !bytes.Equal(data, versions[i][offset:offset+length]) {
+					return fmt.Errorf("GetRange returned %d bytes that are not version %d's, whose size its info has (first %q, last %q)",
+						len(data), i, data[:min(len(data), 1)], data[max(len(data)-1, 0):])
+				}
+			}
+			return nil
+		})
+	}
 	for i := range 12 {
 		if _, err := s.Put(t.Context(), "whole", versions[i%2], s3store.PutOptions{}); err != nil {
 			stop()
@@ -542,6 +720,12 @@ func bufferOwnership(t *testing.T, s s3store.Store) {
 		got[i] = 'X'
 	}
 	wantContent(t, s, "buf", []byte("original content"))
+	info := put(t, s, "buf", []byte("original content"))
+	part := getRange(t, s, "buf", 0, 8, info)
+	for i := range part {
+		part[i] = 'X'
+	}
+	wantRange(t, s, "buf", []byte("original content"), 0, 16, info)
 }
 
 func emptyObject(t *testing.T, s s3store.Store) {
@@ -557,6 +741,10 @@ func emptyObject(t *testing.T, s s3store.Store) {
 	if len(objs) != 2 || objs[0] != a || objs[1] != b {
 		t.Fatalf("List = %+v, want %+v and %+v", objs, a, b)
 	}
+	// An empty object has no byte to read: every range is past its end.
+	wantUnsatisfiable(t, s, "empty/nil", 0, 1)
+	wantUnsatisfiable(t, s, "empty/zero-length", 0, 10)
+	wantUnsatisfiable(t, s, "empty/zero-length", 1, 1)
 }
 
 func largeObject(t *testing.T, s s3store.Store) {
@@ -565,6 +753,11 @@ func largeObject(t *testing.T, s s3store.Store) {
 	if got := wantContent(t, s, "large", data); got != info {
 		t.Fatalf("Get info = %+v, Put info = %+v", got, info)
 	}
+	n := int64(len(data))
+	wantRange(t, s, "large", data, 3<<20+7, 1<<20, info) // a MiB in the middle
+	wantRange(t, s, "large", data, n-100, 100, info)     // the tail
+	wantRange(t, s, "large", data, 1, n-1, info)         // all but the first byte
+	wantUnsatisfiable(t, s, "large", n-100, 101)
 }
 
 // orderKeys differ where byte order, rune order and "directory" order disagree: ' ' and
@@ -786,6 +979,8 @@ func invalidKeys(t *testing.T, s s3store.Store) {
 		wantErrIs(t, fmt.Sprintf("create-only Put(%q)", k), err, s3store.ErrInvalidKey)
 		_, _, err = s.Get(ctx, k)
 		wantErrIs(t, fmt.Sprintf("Get(%q)", k), err, s3store.ErrInvalidKey)
+		_, _, err = s.GetRange(ctx, k, 0, 1)
+		wantErrIs(t, fmt.Sprintf("GetRange(%q)", k), err, s3store.ErrInvalidKey)
 		wantErrIs(t, fmt.Sprintf("Delete(%q)", k), s.Delete(ctx, k), s3store.ErrInvalidKey)
 		// One bad key refuses the whole call before any delete.
 		wantErrIs(t, fmt.Sprintf("DeleteMany(valid, %q)", k), s.DeleteMany(ctx, []string{"valid", k}), s3store.ErrInvalidKey)
@@ -860,6 +1055,7 @@ func roundTripKeys(t *testing.T, s s3store.Store, keys []string, maxKeyLen int) 
 		if got := wantContent(t, s, k, []byte(k)); got != infos[k] {
 			t.Fatalf("Get(%q) info = %+v, Put info = %+v", k, got, infos[k])
 		}
+		wantRange(t, s, k, []byte(k), int64(len(k)-1), 1, infos[k])
 		objs := listAll(t, s, k, "", 0)
 		if len(objs) == 0 || objs[0] != infos[k] {
 			t.Fatalf("List(prefix %q) = %+v, want %+v first", k, objs, infos[k])
@@ -889,6 +1085,10 @@ func cancelledContext(t *testing.T, s s3store.Store) {
 	wantErrIs(t, "create-only Put", err, context.Canceled)
 	_, _, err = s.Get(ctx, "existing")
 	wantErrIs(t, "Get", err, context.Canceled)
+	_, _, err = s.GetRange(ctx, "existing", 0, 1)
+	wantErrIs(t, "GetRange", err, context.Canceled)
+	_, _, err = s.GetRange(ctx, "existing", -1, 0) // ctx is checked before the arguments
+	wantErrIs(t, "GetRange with a bad range", err, context.Canceled)
 	_, err = s.List(ctx, "", "", 0)
 	wantErrIs(t, "List", err, context.Canceled)
 	wantErrIs(t, "Delete", s.Delete(ctx, "existing"), context.Canceled)
@@ -898,6 +1098,8 @@ func cancelledContext(t *testing.T, s s3store.Store) {
 	defer cancel()
 	_, _, err = s.Get(expired, "existing")
 	wantErrIs(t, "Get with an expired deadline", err, context.DeadlineExceeded)
+	_, _, err = s.GetRange(expired, "existing", 0, 1)
+	wantErrIs(t, "GetRange with an expired deadline", err, context.DeadlineExceeded)
 
 	// A call whose context had ended changed nothing.
 	wantMissing(t, s, "new")
@@ -914,6 +1116,10 @@ func closedStore(t *testing.T, s s3store.Store) {
 	wantErrIs(t, "Put after Close", err, s3store.ErrClosed)
 	_, _, err = s.Get(ctx, "k")
 	wantErrIs(t, "Get after Close", err, s3store.ErrClosed)
+	_, _, err = s.GetRange(ctx, "k", 0, 1)
+	wantErrIs(t, "GetRange after Close", err, s3store.ErrClosed)
+	_, _, err = s.GetRange(ctx, "k", -1, 0) // closed is checked before the arguments
+	wantErrIs(t, "GetRange with a bad range after Close", err, s3store.ErrClosed)
 	_, err = s.List(ctx, "", "", 0)
 	wantErrIs(t, "List after Close", err, s3store.ErrClosed)
 	wantErrIs(t, "Delete after Close", s.Delete(ctx, "k"), s3store.ErrClosed)
