@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,9 +148,10 @@ func (l loader) LoadSession(interface{}, []byte, *vlpersistence.SessionState) er
 	return nil
 }
 
-// Memory per idle session: the heap an instance holds per session with a base and no
-// packets, beyond its id, after a checkpoint. Each session's timestamp is a string of
-// its own, as a broker makes one per connect (a shared literal would hide its cost).
+// Memory per idle session: the heap an instance holds per session with realistic state
+// and no packets, beyond its id and its blobs (timestamp, 64-byte subscriptions, expiry),
+// after a checkpoint. Each session's strings are its own, as a broker makes them per
+// connect (a shared literal would hide their cost).
 func BenchmarkIdleSessionMemory(b *testing.B) {
 	const n = 100000
 	for b.Loop() {
@@ -162,20 +164,28 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		before := heap()
-		idBytes := 0
+		blobBytes := 0
+		subs := []byte(strings.Repeat("s", 64))
 		for i := range n {
+			// Realistic state: a distinct timestamp, a 64-byte subscription blob, expiry set.
 			id := fmt.Appendf(nil, "client-%06d", i)
-			idBytes += len(id)
 			ts := time.Date(2026, 12, 1, 0, 0, 0, i, time.UTC).Format(time.RFC3339Nano)
 			if err := s.Create(id, &vlpersistence.SessionBase{Timestamp: ts, Version: 4}); err != nil {
 				b.Fatal(err)
 			}
+			if err := s.SubscriptionsStore(id, subs); err != nil {
+				b.Fatal(err)
+			}
+			if err := s.ExpiryStore(id, &vlpersistence.SessionDelays{Since: ts, ExpireIn: "3600"}); err != nil {
+				b.Fatal(err)
+			}
+			blobBytes += len(id) + len(ts) + len(subs) + len(ts) + len("3600")
 		}
 		if err := p.Checkpoint(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 		after := heap()
-		b.ReportMetric(float64(after-before-uint64(idBytes))/n, "bytes/session")
+		b.ReportMetric(float64(after-before-uint64(blobBytes))/n, "bytes/session")
 		runtime.KeepAlive(p)
 		_ = p.Shutdown()
 	}

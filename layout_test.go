@@ -2,8 +2,12 @@ package s3persist
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -172,6 +176,56 @@ func TestForeignKeysAreRecognised(t *testing.T) {
 	} {
 		if pk, err := parseClientKey(key); err == nil {
 			t.Errorf("foreign key %q parsed as %+v", key, pk)
+		}
+	}
+}
+
+// Opening a layout-2 bucket converts it: the system record says layout 3 from the first
+// write (so a layout-2 release refuses the bucket from then on), and the garbage
+// collection deletes the session records, which layout 3 never reads.
+func TestALayout2BucketIsConvertedAndItsSessionRecordsCollected(t *testing.T) {
+	mem := s3store.NewMemory()
+	ctx := context.Background()
+	root := filepath.Join("testdata", "layout2", "objects")
+	records := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		key, _ := filepath.Rel(root, path)
+		key = filepath.ToSlash(key)
+		if strings.HasSuffix(key, "/"+sessionKeySuffix) {
+			records++
+		}
+		_, err = mem.Put(ctx, key, data, s3store.PutOptions{})
+		return err
+	})
+	if err != nil || records == 0 {
+		t.Fatalf("load the fixture: %v, %d session records", err, records)
+	}
+	p, err := New(ctx, Config{Store: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.gcDone
+	if err := p.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	data, _, err := mem.Get(ctx, keySystem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := decodeSystem(keySystem, data)
+	if err != nil || sys.Layout != LayoutVersion {
+		t.Fatalf("system record after the conversion: %+v, %v", sys, err)
+	}
+	for _, k := range mem.Keys() {
+		if strings.HasSuffix(k, "/"+sessionKeySuffix) {
+			t.Fatalf("session record %q left after the garbage collection", k)
 		}
 	}
 }

@@ -1,0 +1,181 @@
+package s3persist_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VolantMQ/vlapi/vlpersistence"
+
+	"github.com/s3persist/s3persist"
+	"github.com/s3persist/s3persist/s3store"
+)
+
+// BenchmarkScale measures cost, memory and start-up against the number of offline
+// sessions (docs/layout.md, "Cost"; BENCHMARKS.md, "Scale"), on the in-memory store with
+// counted requests and 20 ms per request. For each size it:
+//
+//  1. creates the sessions (realistic state: a distinct timestamp, a 64-byte
+//     subscription blob, expiry set) and lets a checkpoint settle them: creates-req/1ksess;
+//  2. fans out 3 rounds of one 256-byte message to every session, a checkpoint after
+//     each: req/1kmsg, the bytes uploaded per message against the journal's (x-journal),
+//     the longest checkpoint (ckpt-s) and the most payload pinned (pinned-MiB);
+//  3. starts a new instance on the bucket (New + Count + LoadForEach): cold-s and
+//     cold-objects (GETs).
+//
+// BenchmarkIdleSessionMemory measures the heap per idle session.
+//
+// 1,000,000 sessions run only with S3PERSIST_SCALE_1M=1 (minutes and gigabytes):
+//
+//	go test -run '^$' -bench Scale -benchtime 1x -count 3 -timeout 60m .
+func BenchmarkScale(b *testing.B) {
+	sizes := []int{1_000, 10_000, 100_000}
+	if os.Getenv("S3PERSIST_SCALE_1M") == "1" {
+		sizes = append(sizes, 1_000_000)
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("sessions=%s", sizeName(n)), func(b *testing.B) {
+			for b.Loop() {
+				scaleRun(b, n)
+			}
+		})
+	}
+}
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1_000 && n%1_000 == 0:
+		return fmt.Sprintf("%dk", n/1_000)
+	}
+	return fmt.Sprint(n)
+}
+
+// byPrefix counts the bytes put under each top-level key prefix.
+type byPrefix struct {
+	s3store.Store
+	mu    sync.Mutex
+	bytes map[string]int64
+}
+
+func (c *byPrefix) Put(ctx context.Context, key string, data []byte, opts s3store.PutOptions) (s3store.ObjectInfo, error) {
+	root, _, _ := strings.Cut(key, "/")
+	c.mu.Lock()
+	c.bytes[root] += int64(len(data))
+	c.mu.Unlock()
+	return c.Store.Put(ctx, key, data, opts)
+}
+
+func (c *byPrefix) reset() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.bytes
+	c.bytes = map[string]int64{}
+	return b
+}
+
+func scaleRun(b *testing.B, n int) {
+	ctx := context.Background()
+	mem := s3store.NewMemory()
+	bp := &byPrefix{Store: s3store.NewDelayed(mem, injectedLatency), bytes: map[string]int64{}}
+	count := s3store.NewCounting(bp)
+	cfg := s3persist.Config{Store: count, CheckpointInterval: time.Hour, CheckpointBytes: 1 << 40, MaxPinnedBytes: 1 << 40,
+		CheckpointSegments: 1 << 30}
+	p, err := s3persist.New(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, _ := p.Sessions()
+	subs := []byte(strings.Repeat("s", 64))
+	ids := make([][]byte, n)
+	count.Reset()
+	for i := range n {
+		ids[i] = fmt.Appendf(nil, "client-%07d", i)
+		ts := time.Date(2026, 12, 1, 0, 0, 0, i, time.UTC).Format(time.RFC3339Nano)
+		if err := s.Create(ids[i], &vlpersistence.SessionBase{Timestamp: ts, Version: 5}); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.SubscriptionsStore(ids[i], subs); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.ExpiryStore(ids[i], &vlpersistence.SessionDelays{Since: ts, ExpireIn: "3600"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Checkpoint(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(count.Stats().Requests())*1000/float64(n), "creates-req/1ksess")
+
+	// Fan-out: 3 rounds, a checkpoint after each.
+	count.Reset()
+	bp.reset()
+	payload := []byte(strings.Repeat("m", 256))
+	var longest time.Duration
+	var peakPinned int64
+	msgs := 0
+	for range 3 {
+		for _, id := range ids {
+			if err := s.PacketStoreQoS12(id, &vlpersistence.PersistedPacket{Data: payload}); err != nil {
+				b.Fatal(err)
+			}
+			msgs++
+		}
+		peakPinned = max(peakPinned, p.Stats().PinnedBytes)
+		if err := p.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if err := p.Checkpoint(ctx); err != nil {
+			b.Fatal(err)
+		}
+		longest = max(longest, time.Since(start))
+	}
+	put := bp.reset()
+	var total int64
+	for _, v := range put {
+		total += v
+	}
+	b.ReportMetric(float64(count.Stats().Requests())*1000/float64(msgs), "req/1kmsg")
+	b.ReportMetric(float64(total)/float64(put["j"]), "x-journal")
+	b.ReportMetric(float64(put["j"])/float64(msgs), "journal-B/msg")
+	b.ReportMetric(longest.Seconds(), "ckpt-s")
+	b.ReportMetric(float64(peakPinned)/(1<<20), "pinned-MiB")
+	if err := p.Shutdown(); err != nil {
+		b.Fatal(err)
+	}
+
+	// Cold start.
+	count.Reset()
+	start := time.Now()
+	p2, err := s3persist.New(ctx, s3persist.Config{Store: count, CheckpointInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s2, _ := p2.Sessions()
+	if got := s2.Count(); got != uint64(n) {
+		b.Fatalf("Count after a cold start: %d, want %d", got, n)
+	}
+	loaded := 0
+	if err := s2.LoadForEach(loadCounter{&loaded}, nil); err != nil || loaded != n {
+		b.Fatalf("LoadForEach: %v, %d sessions", err, loaded)
+	}
+	b.ReportMetric(time.Since(start).Seconds(), "cold-s")
+	b.ReportMetric(float64(count.Stats().Gets), "cold-objects")
+	_ = p2.Shutdown()
+}
+
+type loadCounter struct{ n *int }
+
+func (l loadCounter) LoadSession(_ interface{}, _ []byte, _ *vlpersistence.SessionState) error {
+	*l.n++
+	return nil
+}
