@@ -24,7 +24,7 @@ import (
 // for ids made of [a-z0-9] only (their client segment is the id itself). The one place
 // to add a new kind of object (the ownership object of fencing, say).
 type churnExpectation struct {
-	required map[string]bool            // system, owner (fencing), retained, session records
+	required map[string]bool            // system, owner (fencing), retained
 	live     map[string]map[string]bool // client prefix -> markers of its live payloads
 }
 
@@ -36,7 +36,6 @@ func churnExpected(queues map[string][]string, retained bool) churnExpectation {
 	for id, q := range queues {
 		sum := sha256.Sum256([]byte(id))
 		prefix := fmt.Sprintf("c/%02x/%s/", sum[0], id)
-		e.required[prefix+"session"] = true
 		e.live[prefix] = map[string]bool{}
 		for _, d := range q {
 			e.live[prefix][marker(d)] = true
@@ -65,8 +64,24 @@ func (e churnExpectation) inspect(t *testing.T, store s3store.Store) churnReport
 		seen[o.Key] = true
 		switch {
 		case e.required[o.Key]:
-		case strings.HasPrefix(o.Key, "i/") && len(o.Key) == 4:
-			r.shards++ // an index shard: at most 256, each session's shard among them
+		case strings.HasPrefix(o.Key, "i/") && len(o.Key) == 4, strings.HasPrefix(o.Key, "d/"):
+			r.shards++ // an index object: base shards (at most 256) and a few deltas
+		case strings.HasPrefix(o.Key, "p/"):
+			data, _, err := store.Get(ctx, o.Key)
+			if err != nil {
+				return err
+			}
+			needed := false
+			for _, live := range e.live {
+				for m := range live {
+					needed = needed || bytes.Contains(data, []byte(m))
+				}
+			}
+			if needed {
+				r.batches++
+			} else {
+				r.garbage = append(r.garbage, o.Key+" (a pack with no live packet)")
+			}
 		case strings.Contains(o.Key, "/b/") && e.live[o.Key[:strings.Index(o.Key, "/b/")+1]] != nil:
 			data, _, err := store.Get(ctx, o.Key)
 			if err != nil {
@@ -220,7 +235,7 @@ func TestChurnOnMinioLeavesOnlyWhatTheLiveDataNeeds(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("after %d rounds (%d restarts, %d crashes), %d sessions live: %d objects of %d bytes: %d required, %d index shards, %d batches with live packets; garbage %d %q; missing %q",
+	t.Logf("after %d rounds (%d restarts, %d crashes), %d sessions live: %d objects of %d bytes: %d required, %d index objects, %d batches and packs with live packets; garbage %d %q; missing %q",
 		rounds, restarts, crashes, len(queues), rep.objects, rep.bytes, len(exp.required), rep.shards, rep.batches, len(rep.garbage), rep.garbage, rep.missing)
 	if len(rep.garbage) > 0 || len(rep.missing) > 0 {
 		t.Fatal("the bucket does not hold exactly what the live data needs")

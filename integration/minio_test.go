@@ -2,9 +2,7 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -204,7 +202,9 @@ func TestNewFailsWithinItsDeadlineForAnUnreachableEndpoint(t *testing.T) {
 	}
 }
 
-func TestCorruptSessionOnMinioIsReportedAndOthersLoad(t *testing.T) {
+// A damaged pack on MinIO fails the reads of its packets only (through a ranged GET);
+// a damaged index delta stops New with an error naming it, and changes nothing.
+func TestDamagedObjectsOnMinioAreReportedAndOthersLoad(t *testing.T) {
 	tgt := srv.NewTarget(t)
 	cfg := s3persist.Config{S3: minioConfig(tgt.Bucket), Prefix: tgt.Prefix}
 	p, err := s3persist.New(context.Background(), cfg)
@@ -212,11 +212,16 @@ func TestCorruptSessionOnMinioIsReportedAndOthersLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, _ := p.Sessions()
+	big := strings.Repeat("B", 64<<10) // a batch object of its own (docs/layout.md)
 	for _, id := range []string{"ok-1", "ok-2", "victim"} {
 		if err := s.Create([]byte(id), &vlpersistence.SessionBase{Version: 4}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.PacketStoreQoS12([]byte(id), &vlpersistence.PersistedPacket{Data: []byte("m-" + id)}); err != nil {
+		data := "m-" + id
+		if id != "victim" {
+			data += big
+		}
+		if err := s.PacketStoreQoS12([]byte(id), &vlpersistence.PersistedPacket{Data: []byte(data)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -226,62 +231,52 @@ func TestCorruptSessionOnMinioIsReportedAndOthersLoad(t *testing.T) {
 	if err := p.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	// Overwrite the victim's session record with random bytes through a plain S3 client,
-	// and remove its index shard (the first byte of SHA-256 of the id, docs/layout.md),
-	// so that New must read the record.
 	client, err := srv.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	var victimKey string
-	for o := range client.ListObjects(ctx, tgt.Bucket, minio.ListObjectsOptions{Prefix: tgt.Prefix + "c/", Recursive: true}) {
+	keys := map[string]string{} // top-level prefix -> a key under it
+	for o := range client.ListObjects(ctx, tgt.Bucket, minio.ListObjectsOptions{Prefix: tgt.Prefix, Recursive: true}) {
 		if o.Err != nil {
 			t.Fatal(o.Err)
 		}
-		if strings.HasSuffix(o.Key, "/victim/session") {
-			victimKey = o.Key
+		root, _, _ := strings.Cut(strings.TrimPrefix(o.Key, tgt.Prefix), "/")
+		keys[root] = o.Key
+	}
+	if keys["p"] == "" || keys["d"] == "" {
+		t.Fatalf("no pack or no index delta: %v", keys)
+	}
+	junk := func(key string) {
+		t.Helper()
+		r := strings.NewReader("\x1f\x8b definitely not a record")
+		if _, err := client.PutObject(ctx, tgt.Bucket, key, r, r.Size(), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if victimKey == "" {
-		t.Fatal("no session object for the victim")
-	}
-	junk := strings.NewReader("\x1f\x8b definitely not a record")
-	if _, err := client.PutObject(ctx, tgt.Bucket, victimKey, junk, junk.Size(), minio.PutObjectOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256([]byte("victim"))
-	shard := fmt.Sprintf("%si/%02x", tgt.Prefix, sum[0])
-	if err := client.RemoveObject(ctx, tgt.Bucket, shard, minio.RemoveObjectOptions{}); err != nil {
-		t.Fatal(err)
-	}
-
+	junk(keys["p"])
 	p, err = s3persist.New(context.Background(), cfg)
 	if err != nil {
-		t.Fatalf("New over a corrupt session record: %v", err)
+		t.Fatalf("New over a damaged pack: %v", err)
 	}
-	defer p.Shutdown()
 	s, _ = p.Sessions()
-	loaded := map[string]bool{}
-	err = s.LoadForEach(loadSessionFunc(func(id []byte, st *vlpersistence.SessionState) error {
-		loaded[string(id)] = len(st.Errors) == 0
-		if len(st.Errors) > 0 && !errors.Is(st.Errors[0], vlpersistence.ErrBrokenEntry) {
-			t.Errorf("session %q: %v does not wrap ErrBrokenEntry", id, st.Errors[0])
-		}
-		return nil
-	}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !loaded["ok-1"] || !loaded["ok-2"] || loaded["victim"] || len(loaded) != 3 {
-		t.Fatalf("loaded %v, want ok-1 and ok-2 readable and victim reported", loaded)
+	err = s.PacketsForEachQoS12([]byte("victim"), nil, func(interface{}, *vlpersistence.PersistedPacket) (bool, error) { return true, nil })
+	if !errors.Is(err, vlpersistence.ErrBrokenEntry) {
+		t.Fatalf("reading a packet of a damaged pack: %v, want an error wrapping ErrBrokenEntry", err)
 	}
 	var got []string
 	if err := s.PacketsForEachQoS12([]byte("ok-2"), nil, func(_ interface{}, pk *vlpersistence.PersistedPacket) (bool, error) {
 		got = append(got, string(pk.Data))
-		return true, nil
-	}); err != nil || len(got) != 1 || got[0] != "m-ok-2" {
-		t.Fatalf("queue of ok-2 next to a corrupt session: %v, %v", got, err)
+		return false, nil
+	}); err != nil || len(got) != 1 || got[0] != "m-ok-2"+big {
+		t.Fatalf("queue of ok-2 next to a damaged pack: %d packets, %v", len(got), err)
+	}
+	if err := p.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	junk(keys["d"])
+	if _, err := s3persist.New(context.Background(), cfg); !errors.Is(err, vlpersistence.ErrBrokenEntry) || !strings.Contains(err.Error(), strings.TrimPrefix(keys["d"], tgt.Prefix)) {
+		t.Fatalf("New over a damaged index delta: %v, want an error naming it and wrapping ErrBrokenEntry", err)
 	}
 }
 
