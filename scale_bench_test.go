@@ -2,10 +2,12 @@ package s3persist_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,8 +23,8 @@ import (
 //
 //  1. creates the sessions (realistic state: a distinct timestamp, a 64-byte
 //     subscription blob, expiry set) and lets a checkpoint settle them: creates-req/1ksess;
-//  2. fans out 3 rounds of one 256-byte message to every session, a checkpoint after
-//     each: req/1kmsg, the bytes uploaded per message against the journal's (x-journal),
+//  2. fans out 3 rounds (S3PERSIST_SCALE_ROUNDS) of one 256-byte message to every
+//     session, a checkpoint after each: req/1kmsg, the bytes uploaded per message against the journal's (x-journal),
 //     the longest checkpoint (ckpt-s) and the most payload pinned (pinned-MiB);
 //  3. starts a new instance on the bucket (New + Count + LoadForEach): cold-s and
 //     cold-objects (GETs).
@@ -44,6 +46,19 @@ func BenchmarkScale(b *testing.B) {
 			}
 		})
 	}
+}
+
+// scaleRounds is the number of fan-out rounds: 3, or S3PERSIST_SCALE_ROUNDS.
+func scaleRounds(b *testing.B) int {
+	v := os.Getenv("S3PERSIST_SCALE_ROUNDS")
+	if v == "" {
+		return 3
+	}
+	var n int
+	if _, err := fmt.Sscan(v, &n); err != nil || n < 1 {
+		b.Fatalf("S3PERSIST_SCALE_ROUNDS=%q is not a positive number", v)
+	}
+	return n
 }
 
 func sizeName(n int) string {
@@ -122,7 +137,7 @@ func scaleRun(b *testing.B, n int) {
 	var longest time.Duration
 	var peakPinned int64
 	msgs := 0
-	for range 3 {
+	for range scaleRounds(b) {
 		for _, id := range ids {
 			if err := s.PacketStoreQoS12(id, &vlpersistence.PersistedPacket{Data: payload}); err != nil {
 				b.Fatal(err)
@@ -178,4 +193,85 @@ type loadCounter struct{ n *int }
 func (l loadCounter) LoadSession(_ interface{}, _ []byte, _ *vlpersistence.SessionState) error {
 	*l.n++
 	return nil
+}
+
+// BenchmarkPinnedWhileCheckpointsFail stores messages for 10,000 offline sessions as fast
+// as it can for 60 s while every checkpoint fails (its packs, batch objects and index
+// objects are refused), then lets one succeed. It reports the most payload pinned
+// (sampled after every call) against MaxPinnedBytes (the default, 256 MiB), the calls
+// refused with ErrCheckpointsBehind, and checks that every accepted packet is queued.
+// S3PERSIST_PINNED_SECONDS shortens the 60 s.
+//
+//	go test -run '^$' -bench PinnedWhileCheckpointsFail -benchtime 1x -count 3 .
+func BenchmarkPinnedWhileCheckpointsFail(b *testing.B) {
+	seconds := 60
+	if v := os.Getenv("S3PERSIST_PINNED_SECONDS"); v != "" {
+		if _, err := fmt.Sscan(v, &seconds); err != nil || seconds < 1 {
+			b.Fatalf("S3PERSIST_PINNED_SECONDS=%q", v)
+		}
+	}
+	for b.Loop() {
+		ctx := context.Background()
+		var failing atomic.Bool
+		failing.Store(true)
+		store := refusingCheckpoints{Store: s3store.NewDelayed(s3store.NewMemory(), injectedLatency), failing: &failing}
+		p, err := s3persist.New(ctx, s3persist.Config{Store: store, CheckpointInterval: time.Second, CheckpointTimeout: 10 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, _ := p.Sessions()
+		const n = 10_000
+		ids := make([][]byte, n)
+		for i := range ids {
+			ids[i] = fmt.Appendf(nil, "client-%05d", i)
+			if err := s.Create(ids[i], nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		payload := []byte(strings.Repeat("m", 256))
+		accepted := make([]int, n)
+		refused, peak := 0, int64(0)
+		deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+		for i := 0; time.Now().Before(deadline) && i < 1<<30; i++ {
+			err := s.PacketStoreQoS12(ids[i%n], &vlpersistence.PersistedPacket{Data: payload})
+			switch {
+			case err == nil:
+				accepted[i%n]++
+			case errors.Is(err, s3persist.ErrCheckpointsBehind):
+				refused++
+			default:
+				b.Fatal(err)
+			}
+			peak = max(peak, p.Stats().PinnedBytes)
+		}
+		st := p.Stats()
+		failing.Store(false)
+		if err := p.Checkpoint(ctx); err != nil {
+			b.Fatal(err)
+		}
+		for i, id := range ids {
+			if got, _ := s.PacketCountQoS12(id); got != uint64(accepted[i]) {
+				b.Fatalf("%s: %d packets queued, %d accepted", id, got, accepted[i])
+			}
+		}
+		b.ReportMetric(float64(peak)/(1<<20), "peak-pinned-MiB")
+		b.ReportMetric(float64(s3persist.DefaultMaxPinnedBytes)/(1<<20), "bound-MiB")
+		b.ReportMetric(float64(refused), "refused-calls")
+		b.ReportMetric(float64(st.CheckpointFailures), "failed-checkpoints")
+		_ = p.Shutdown()
+	}
+}
+
+// refusingCheckpoints refuses the puts of packs, batch objects and index objects while
+// failing is set: every checkpoint fails, the journal goes on.
+type refusingCheckpoints struct {
+	s3store.Store
+	failing *atomic.Bool
+}
+
+func (r refusingCheckpoints) Put(ctx context.Context, key string, data []byte, opts s3store.PutOptions) (s3store.ObjectInfo, error) {
+	if r.failing.Load() && !strings.HasPrefix(key, "j/") && !opts.IfNoneMatch && opts.IfMatch == "" && key != "retained" {
+		return s3store.ObjectInfo{}, fmt.Errorf("put %q: %w", key, s3store.ErrInjected)
+	}
+	return r.Store.Put(ctx, key, data, opts)
 }
