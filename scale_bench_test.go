@@ -137,7 +137,8 @@ func scaleRun(b *testing.B, n int) {
 	var longest time.Duration
 	var peakPinned int64
 	msgs := 0
-	for range scaleRounds(b) {
+	rounds := scaleRounds(b)
+	for r := 0; r < rounds; r++ {
 		for _, id := range ids {
 			if err := s.PacketStoreQoS12(id, &vlpersistence.PersistedPacket{Data: payload}); err != nil {
 				b.Fatal(err)
@@ -211,55 +212,66 @@ func BenchmarkPinnedWhileCheckpointsFail(b *testing.B) {
 		}
 	}
 	for b.Loop() {
-		ctx := context.Background()
-		var failing atomic.Bool
-		failing.Store(true)
-		store := refusingCheckpoints{Store: s3store.NewDelayed(s3store.NewMemory(), injectedLatency), failing: &failing}
-		p, err := s3persist.New(ctx, s3persist.Config{Store: store, CheckpointInterval: time.Second, CheckpointTimeout: 10 * time.Second})
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, _ := p.Sessions()
-		const n = 10_000
-		ids := make([][]byte, n)
-		for i := range ids {
-			ids[i] = fmt.Appendf(nil, "client-%05d", i)
-			if err := s.Create(ids[i], nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-		payload := []byte(strings.Repeat("m", 256))
-		accepted := make([]int, n)
-		refused, peak := 0, int64(0)
-		deadline := time.Now().Add(time.Duration(seconds) * time.Second)
-		for i := 0; time.Now().Before(deadline) && i < 1<<30; i++ {
-			err := s.PacketStoreQoS12(ids[i%n], &vlpersistence.PersistedPacket{Data: payload})
-			switch {
-			case err == nil:
-				accepted[i%n]++
-			case errors.Is(err, s3persist.ErrCheckpointsBehind):
-				refused++
-			default:
-				b.Fatal(err)
-			}
-			peak = max(peak, p.Stats().PinnedBytes)
-		}
-		st := p.Stats()
-		failing.Store(false)
-		if err := p.Checkpoint(ctx); err != nil {
-			b.Fatal(err)
-		}
-		for i, id := range ids {
-			if got, _ := s.PacketCountQoS12(id); got != uint64(accepted[i]) {
-				b.Fatalf("%s: %d packets queued, %d accepted", id, got, accepted[i])
-			}
-		}
-		b.ReportMetric(float64(peak)/(1<<20), "peak-pinned-MiB")
-		b.ReportMetric(float64(s3persist.DefaultMaxPinnedBytes)/(1<<20), "bound-MiB")
-		b.ReportMetric(float64(refused), "refused-calls")
-		b.ReportMetric(float64(st.CheckpointFailures), "failed-checkpoints")
-		_ = p.Shutdown()
+		pinnedRun(b, seconds)
 	}
+}
+
+// pinnedRun is one run of BenchmarkPinnedWhileCheckpointsFail. (Inlined in the b.Loop
+// body, this code made go1.26.8's escape analysis panic.)
+func pinnedRun(b *testing.B, seconds int) {
+	ctx := context.Background()
+	var failing atomic.Bool
+	failing.Store(true)
+	store := refusingCheckpoints{Store: s3store.NewDelayed(s3store.NewMemory(), injectedLatency), failing: &failing}
+	p, err := s3persist.New(ctx, s3persist.Config{Store: store, CheckpointInterval: time.Second, CheckpointTimeout: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, _ := p.Sessions()
+	const n = 10_000
+	ids := make([][]byte, n)
+	for i := range ids {
+		ids[i] = fmt.Appendf(nil, "client-%05d", i)
+		if err := s.Create(ids[i], nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	payload := []byte(strings.Repeat("m", 256))
+	accepted := make([]int, n)
+	refused, peak := 0, int64(0)
+	deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+	for i := 0; i < 1<<30; i++ {
+		if !time.Now().Before(deadline) {
+			break
+		}
+		err := s.PacketStoreQoS12(ids[i%n], &vlpersistence.PersistedPacket{Data: payload})
+		switch {
+		case err == nil:
+			accepted[i%n]++
+		case errors.Is(err, s3persist.ErrCheckpointsBehind):
+			refused++
+		default:
+			b.Fatal(err)
+		}
+		if pinned := p.Stats().PinnedBytes; pinned > peak {
+			peak = pinned
+		}
+	}
+	st := p.Stats()
+	failing.Store(false)
+	if err := p.Checkpoint(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for i, id := range ids {
+		if got, _ := s.PacketCountQoS12(id); got != uint64(accepted[i]) {
+			b.Fatalf("%s: %d packets queued, %d accepted", id, got, accepted[i])
+		}
+	}
+	b.ReportMetric(float64(peak)/(1<<20), "peak-pinned-MiB")
+	b.ReportMetric(float64(s3persist.DefaultMaxPinnedBytes)/(1<<20), "bound-MiB")
+	b.ReportMetric(float64(refused), "refused-calls")
+	b.ReportMetric(float64(st.CheckpointFailures), "failed-checkpoints")
+	_ = p.Shutdown()
 }
 
 // refusingCheckpoints refuses the puts of packs, batch objects and index objects while
