@@ -86,7 +86,7 @@ func (p *Persistence) apply(e *entry, rec *journalRecord) {
 				p.dropSession(e)
 			}
 			if !e.exists {
-				e.exists, e.inc, e.q = true, rec.Inc, nil
+				e.exists, e.inc, e.q, e.indexFull = true, rec.Inc, nil, true
 				p.live.Add(1)
 			}
 		} else if !e.holds(rec.Inc) {

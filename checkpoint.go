@@ -237,11 +237,28 @@ type sessionSnap struct {
 	rec          shardSession // the whole session, as a base shard holds it
 	deleted      bool         // no incarnation exists: a tombstone in the delta
 	stateChanged bool         // took e.stateDirty: the delta carries the state
+	full         bool         // took e.indexFull: the delta carries the whole session
 	tookDirty    bool         // took e.dirty: a failed checkpoint marks it again
 	fresh        int          // index in rec.Batches of the batch of moved, or -1
 	moved        []*packetRef // pinned packets to move into a new batch
 	movedPkts    []*queuedPacket
 	movedBytes   int
+	freshObj     *batchObj   // the batch of moved, once durable
+	objs         []*batchObj // the batches of rec.Batches that exist (not fresh)
+	removed      []uint64    // took e.q.removed: removed since the index last named it
+	newSeqs      []uint64    // the batches no index object names yet (by lowest number)
+}
+
+// newBatches are the batches of s that no index object names yet: what a delta that is
+// not Full carries.
+func (s *sessionSnap) newBatches() []shardBatch {
+	var out []shardBatch
+	for _, b := range s.rec.Batches {
+		if slices.Contains(s.newSeqs, b.Seq) {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // checkpoint runs one checkpoint (see above). It returns nil when there was nothing to
@@ -347,6 +364,7 @@ func (p *Persistence) runCheckpoint(ctx context.Context, mergeAll bool) error {
 			ix.deltaShards[s.e.hh] = true
 		}
 	}
+	p.indexed(snaps)
 
 	// 4. What the new index no longer needs.
 	garbage = append(garbage, p.unnamedBatches(unsure)...)
@@ -410,6 +428,11 @@ func (p *Persistence) snapshot(e *entry, dirty bool) *sessionSnap {
 	}
 	if dirty {
 		s.stateChanged, e.stateDirty = e.stateDirty, false
+		s.full, e.indexFull = e.indexFull, false
+		if e.q != nil {
+			s.removed, e.q.removed = e.q.removed, nil
+			slices.Sort(s.removed)
+		}
 	}
 	s.rec = shardSession{ID: e.id, Incarnation: e.inc, State: e.state.record(), Watermark: e.lastRec}
 	if e.q.empty() {
@@ -431,6 +454,7 @@ func (p *Persistence) snapshot(e *entry, dirty bool) *sessionSnap {
 				b.Live[q] = append(b.Live[q], r.seq)
 				continue
 			}
+			r.moving = true
 			s.moved = append(s.moved, r)
 			s.movedBytes += int(r.size)
 			fresh.Live[q] = append(fresh.Live[q], r.seq)
@@ -444,9 +468,14 @@ func (p *Persistence) snapshot(e *entry, dirty bool) *sessionSnap {
 		}
 		fresh.Seq = s.moved[0].seq
 		s.rec.Batches = append(s.rec.Batches, fresh)
+		s.newSeqs = append(s.newSeqs, fresh.Seq)
 	}
-	for _, b := range objs {
+	for obj, b := range objs {
 		s.rec.Batches = append(s.rec.Batches, *b)
+		s.objs = append(s.objs, obj)
+		if !obj.indexed {
+			s.newSeqs = append(s.newSeqs, obj.seq)
+		}
 	}
 	slices.SortFunc(s.rec.Batches, func(a, b shardBatch) int { return cmpU64(a.Seq, b.Seq) })
 	if len(s.moved) > 0 {
@@ -476,7 +505,7 @@ func dropShadowedTombstones(snaps []*sessionSnap) []*sessionSnap {
 }
 
 // retake gives back what a failed checkpoint took: the sessions become dirty again, with
-// their changed state.
+// their changed state and removals.
 func (p *Persistence) retake(snaps []*sessionSnap) {
 	for _, s := range snaps {
 		if !s.tookDirty {
@@ -484,10 +513,35 @@ func (p *Persistence) retake(snaps []*sessionSnap) {
 		}
 		e := s.e
 		e.mu.Lock()
-		if s.stateChanged && e.exists && e.inc == s.inc {
-			e.stateDirty = true
+		if e.exists && e.inc == s.inc {
+			e.stateDirty = e.stateDirty || s.stateChanged
+			e.indexFull = e.indexFull || s.full
+			if len(s.removed) > 0 && e.q != nil {
+				e.q.removed = append(s.removed, e.q.removed...)
+			}
 		}
 		p.markDirty(e)
+		e.mu.Unlock()
+	}
+}
+
+// indexed notes that the index now names what snaps took: their batches need not be in
+// the next delta again.
+func (p *Persistence) indexed(snaps []*sessionSnap) {
+	for _, s := range snaps {
+		if s.deleted || len(s.objs) == 0 && s.freshObj == nil {
+			continue
+		}
+		e := s.e
+		e.mu.Lock()
+		if e.exists && e.inc == s.inc {
+			for _, obj := range s.objs {
+				obj.indexed = true
+			}
+			if s.freshObj != nil {
+				s.freshObj.indexed = true
+			}
+		}
 		e.mu.Unlock()
 	}
 }
@@ -605,6 +659,7 @@ func (p *Persistence) adoptBatch(s *sessionSnap, obj *batchObj) {
 	if obj.live > 0 && obj.pack != nil {
 		obj.pack.live.Add(1)
 	}
+	s.freshObj = obj
 	p.unpin(unpinned)
 }
 
@@ -617,9 +672,15 @@ func (p *Persistence) writeDelta(ctx context.Context, cp uint64, snaps []*sessio
 			rec.Sessions[i] = deltaSession{ID: s.rec.ID, Deleted: true}
 			continue
 		}
-		ds := deltaSession{ID: s.rec.ID, Incarnation: s.rec.Incarnation, Watermark: s.rec.Watermark, Batches: s.rec.Batches}
-		if s.stateChanged {
+		ds := deltaSession{ID: s.rec.ID, Incarnation: s.rec.Incarnation, Watermark: s.rec.Watermark, Full: s.full}
+		if s.full || s.stateChanged {
 			ds.State = &s.rec.State
+		}
+		if s.full {
+			ds.Batches = s.rec.Batches
+		} else {
+			ds.Removed = s.removed
+			ds.Batches = s.newBatches()
 		}
 		rec.Sessions[i] = ds
 	}

@@ -242,7 +242,7 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 		highest = max(highest, bases[hh].Through)
 		for _, ss := range bases[hh].Sessions {
 			e := &entry{id: ss.ID, hh: uint8(hh), exists: true, inc: ss.Incarnation, lastRec: ss.Watermark, state: ss.State.state()}
-			e.setBatches(ss.Batches)
+			e.addBatches(ss.Batches)
 			highest = max(highest, ss.Incarnation, ss.Watermark)
 			p.adopt(e)
 			if !present[hh] {
@@ -277,21 +277,29 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 				}
 				continue
 			}
+			replace := e == nil || ds.Full || e.inc != ds.Incarnation
+			if replace && !ds.Full {
+				p.log.Warn("s3persist: an index delta changes a session that no earlier index object holds; it loads with what the delta says", "key", deltaKey(cp), "id", fmt.Sprintf("%q", ds.ID))
+			}
 			if e == nil {
 				e = &entry{id: ds.ID, hh: uint8(hh), exists: true}
 				p.adopt(e)
-				if ds.State == nil {
-					p.log.Warn("s3persist: an index delta names a session it has no state for; it loads with an empty state", "key", deltaKey(cp), "id", fmt.Sprintf("%q", ds.ID))
-				}
+			}
+			if replace {
+				e.q, e.state = nil, sessionState{}
 			}
 			e.inc, e.lastRec = ds.Incarnation, ds.Watermark
 			if ds.State != nil {
 				e.state = ds.State.state()
 			}
-			e.setBatches(ds.Batches)
+			e.addBatches(ds.Batches)
+			e.dropNumbers(ds.Removed)
 		}
 	}
-	// Packs are shared: each counts the batches with a live packet that name it.
+	// Queues in number order, each packet once (a delta may name again a batch an
+	// earlier delta named, when the checkpoint that wrote that one failed after its
+	// upload); then each batch counts its live packets, and each pack (shared) its
+	// batches with a live packet.
 	packs := map[uint64]*packObj{}
 	for _, e := range p.table {
 		if e.q == nil {
@@ -299,9 +307,16 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 		}
 		seen := map[*batchObj]bool{}
 		for q := range numQueues {
+			e.q.q[q] = uniqueBySeq(e.q.q[q])
+			for _, r := range e.q.q[q] {
+				r.obj.live = 0
+			}
+		}
+		for q := range numQueues {
 			for _, r := range e.q.q[q] {
 				highest = max(highest, r.seq)
 				b := r.obj
+				b.live++
 				if seen[b] {
 					continue
 				}
@@ -322,22 +337,47 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 	return highest, nil
 }
 
-// setBatches makes e's queues those of the batches an index object lists.
-func (e *entry) setBatches(batches []shardBatch) {
-	e.q = nil
+// addBatches adds to e's queues the packets of the batches an index object lists.
+// loadIndex puts the queues in order and counts the live packets at the end.
+func (e *entry) addBatches(batches []shardBatch) {
 	for _, b := range batches {
-		obj := &batchObj{seq: b.Seq}
+		obj := &batchObj{seq: b.Seq, indexed: true}
 		if b.Pack != 0 {
 			obj.pack, obj.off, obj.length = &packObj{seq: b.Pack}, uint32(b.Off), uint32(b.Len)
 		}
 		for q := range numQueues {
 			for _, seq := range b.Live[q] {
 				e.addRef(&packetRef{seq: seq, queue: uint8(q), obj: obj})
-				obj.live++
 			}
 		}
 	}
-	e.sortQueues()
+}
+
+// dropNumbers removes the packets numbered seqs (ascending) from e's queues.
+func (e *entry) dropNumbers(seqs []uint64) {
+	if e.q == nil || len(seqs) == 0 {
+		return
+	}
+	for q := range numQueues {
+		e.q.q[q] = slices.DeleteFunc(e.q.q[q], func(r *packetRef) bool {
+			_, found := slices.BinarySearch(seqs, r.seq)
+			return found
+		})
+	}
+}
+
+// uniqueBySeq sorts refs by number and keeps the last of each number (the one of the
+// latest index object).
+func uniqueBySeq(refs []*packetRef) []*packetRef {
+	slices.SortStableFunc(refs, func(a, b *packetRef) int { return cmpU64(a.seq, b.seq) })
+	out := refs[:0]
+	for i, r := range refs {
+		if i+1 < len(refs) && refs[i+1].seq == r.seq {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // adopt puts a loaded entry into the table, unless its id is taken (only a tampered or
@@ -351,21 +391,12 @@ func (p *Persistence) adopt(e *entry) {
 	p.live.Add(1)
 }
 
-// addRef appends r to its queue; sortQueues restores number order after a load.
+// addRef appends r to its queue; loadIndex restores number order at the end.
 func (e *entry) addRef(r *packetRef) {
 	if e.q == nil {
 		e.q = &queues{}
 	}
 	e.q.q[r.queue] = append(e.q.q[r.queue], r)
-}
-
-func (e *entry) sortQueues() {
-	if e.q == nil {
-		return
-	}
-	for q := range numQueues {
-		slices.SortFunc(e.q.q[q], func(a, b *packetRef) int { return cmpU64(a.seq, b.seq) })
-	}
 }
 
 // rebuildShard reads the sessions of shard hh of a layout-2 bucket from their session

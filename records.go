@@ -167,10 +167,11 @@ type shardRecord struct {
 	Through  uint64         `cbor:"2,keyasint,omitempty"`
 }
 
-// deltaSession is one session in an index delta: the whole session as the checkpoint
-// found it, except that State is nil when it did not change since the index object
-// before (a base shard or an earlier delta); or, with Deleted, the fact that no
-// incarnation of the id exists.
+// deltaSession is one session in an index delta: what changed since the index objects
+// before it (a base shard, earlier deltas) last named the session. With Full, the whole
+// incarnation: its state and every batch. Otherwise the batches written since (a batch
+// named twice is one batch), the packets removed since, and State only when it changed.
+// With Deleted, the fact that no incarnation of the id exists.
 type deltaSession struct {
 	ID          []byte       `cbor:"0,keyasint"`
 	Incarnation uint64       `cbor:"1,keyasint,omitempty"`
@@ -178,6 +179,8 @@ type deltaSession struct {
 	Watermark   uint64       `cbor:"3,keyasint,omitempty"`
 	Batches     []shardBatch `cbor:"4,keyasint,omitempty"`
 	Deleted     bool         `cbor:"5,keyasint,omitempty"`
+	Removed     []uint64     `cbor:"6,keyasint,omitempty"`
+	Full        bool         `cbor:"7,keyasint,omitempty"`
 }
 
 // deltaRecord is one index delta object: what checkpoint Checkpoint changed in the index,
@@ -333,6 +336,9 @@ func decodeDelta(key string, data []byte) (deltaRecord, error) {
 		}
 		if err := checkBatches(key, ds.ID, ds.Batches); err != nil {
 			return r, err
+		}
+		if !slices.IsSorted(ds.Removed) {
+			return r, brokenEntry(key, "removed packets of %q out of order", ds.ID)
 		}
 	}
 	return r, nil

@@ -51,6 +51,7 @@ type entry struct {
 	exists     bool // the session exists (Exists, Count)
 	dirty      bool // changed since the index last included it: in a dirty list (checkpoint.go)
 	stateDirty bool // the index holds an older state than state
+	indexFull  bool // the index holds no earlier state of this incarnation: the next delta carries it whole
 	inc        uint64
 	lastRec    uint64 // number of the last journal record of the session: its watermark
 	state      sessionState
@@ -58,9 +59,13 @@ type entry struct {
 	tail       batching.Ticket // of the last record of this process, in tailStream (journal.add)
 }
 
-// queues are the queued packets of a session, each queue in FIFO (number) order.
+// queues are the queued packets of a session, each queue in FIFO (number) order, and
+// the numbers of the packets removed since the index last included the session: the
+// next index delta names them (ascending), so that recovery drops them from the batches
+// an earlier index object named.
 type queues struct {
-	q [numQueues][]*packetRef
+	q       [numQueues][]*packetRef
+	removed []uint64
 }
 
 func (qs *queues) empty() bool {
@@ -73,6 +78,7 @@ func (qs *queues) empty() bool {
 type packetRef struct {
 	seq    uint64
 	queue  uint8
+	moving bool          // a checkpoint took it to move: an index object may name it
 	size   int32         // payload bytes, for the memory accounting
 	pinned *queuedPacket // the payload while only the journal holds it; then nil
 	obj    *batchObj     // the batch holding it, once checkpointed
@@ -82,11 +88,12 @@ type packetRef struct {
 // a pack. live counts its packets still queued. Guarded by the mu of the entry it
 // belongs to.
 type batchObj struct {
-	seq    uint64   // lowest packet number: the key of an own batch object
-	pack   *packObj // nil for an own batch object
-	off    uint32   // the range of the pack, with length
-	length uint32
-	live   int32
+	seq     uint64   // lowest packet number: the key of an own batch object
+	pack    *packObj // nil for an own batch object
+	off     uint32   // the range of the pack, with length
+	length  uint32
+	live    int32
+	indexed bool // an index object recovery reads names it: deltas need not again
 }
 
 // loc is where the batch is, for a read.
@@ -722,6 +729,9 @@ func (p *Persistence) applyRemoval(e *entry, seqs []uint64) {
 		e.q.q[q] = slices.DeleteFunc(e.q.q[q], func(r *packetRef) bool {
 			if _, found := slices.BinarySearch(seqs, r.seq); !found {
 				return false
+			}
+			if r.obj != nil || r.moving {
+				e.q.removed = append(e.q.removed, r.seq) // an index object may name it
 			}
 			if r.pinned != nil {
 				unpinned += int64(r.size)
