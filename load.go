@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/VolantMQ/vlapi/vlpersistence"
@@ -234,78 +236,148 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 		return 0, err
 	}
 
-	// Built here, on one goroutine, before New returns: nothing else sees the table yet.
+	// Built before New returns: nothing else sees the table yet. Each shard is built on
+	// its own (its base, then the deltas' sessions of that shard in checkpoint order),
+	// side by side; the table is filled at the end.
 	ix := &p.index
-	highest := uint64(0)
-	for hh := range numShards {
-		ix.baseBytes[hh] = sizes[hh]
-		highest = max(highest, bases[hh].Through)
-		for _, ss := range bases[hh].Sessions {
-			e := &entry{id: ss.ID, hh: uint8(hh), exists: true, inc: ss.Incarnation, lastRec: ss.Watermark, state: ss.State.state()}
-			e.addBatches(ss.Batches)
-			highest = max(highest, ss.Incarnation, ss.Watermark)
-			p.adopt(e)
-			if !present[hh] {
-				// Rebuilt from layout-2 session records: the index must get it before
-				// the garbage collection may delete those (see collectGarbage).
-				e.stateDirty = true
-				p.markDirty(e)
-				p.keepSessionRecords = true
-			}
-		}
-	}
+	var byShard [numShards][]deltaEntry
 	for i, d := range deltas {
 		if d.Format == 0 {
 			continue // gone between the listing and the read
 		}
 		cp := deltaCPs[i]
-		highest = max(highest, cp)
 		ix.deltas = append(ix.deltas, deltaInfo{cp: cp, size: dsizes[i]})
 		ix.deltaBytes += dsizes[i]
-		for _, ds := range d.Sessions {
-			hh := shardOf(ds.ID)
-			if cp <= bases[hh].Through {
-				continue // merged into the base shard
+		for j := range d.Sessions {
+			hh := shardOf(d.Sessions[j].ID)
+			if cp > bases[hh].Through {
+				byShard[hh] = append(byShard[hh], deltaEntry{cp, &d.Sessions[j]})
+				ix.deltaShards[hh] = true
 			}
-			ix.deltaShards[hh] = true
-			highest = max(highest, ds.Incarnation, ds.Watermark)
-			e := p.table[string(ds.ID)]
-			if ds.Deleted {
-				if e != nil {
-					delete(p.table, string(ds.ID))
-					p.live.Add(-1)
-				}
-				continue
-			}
-			replace := e == nil || ds.Full || e.inc != ds.Incarnation
-			if replace && !ds.Full {
-				p.log.Warn("s3persist: an index delta changes a session that no earlier index object holds; it loads with what the delta says", "key", deltaKey(cp), "id", fmt.Sprintf("%q", ds.ID))
-			}
-			if e == nil {
-				e = &entry{id: ds.ID, hh: uint8(hh), exists: true}
-				p.adopt(e)
-			}
-			if replace {
-				e.q, e.state = nil, sessionState{}
-			}
-			e.inc, e.lastRec = ds.Incarnation, ds.Watermark
-			if ds.State != nil {
-				e.state = ds.State.state()
-			}
-			e.addBatches(ds.Batches)
-			e.dropNumbers(ds.Removed)
 		}
+	}
+	var (
+		built   [numShards][]*entry
+		highest [numShards]uint64
+		packs   packRegistry
+	)
+	g, _ = errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for hh := range numShards {
+		ix.baseBytes[hh] = sizes[hh]
+		g.Go(func() error {
+			built[hh], highest[hh] = p.buildShard(hh, &bases[hh], byShard[hh], &packs)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	top := uint64(0)
+	for hh := range numShards {
+		top = max(top, highest[hh], bases[hh].Through)
+		for _, e := range built[hh] {
+			p.adopt(e)
+		}
+		if !present[hh] && layout == layout2 {
+			for _, e := range built[hh] {
+				// Rebuilt from layout-2 session records: the index must get it before
+				// the garbage collection may delete those (see collectGarbage).
+				e.stateDirty, e.indexFull = true, true
+				p.markDirty(e)
+				p.keepSessionRecords = true
+			}
+		}
+	}
+	for _, d := range ix.deltas {
+		top = max(top, d.cp)
+	}
+	return top, nil
+}
+
+// deltaEntry is a session of the delta of checkpoint cp.
+type deltaEntry struct {
+	cp uint64
+	ds *deltaSession
+}
+
+// packRegistry gives the batches of every shard one packObj per pack.
+type packRegistry struct {
+	mu    sync.Mutex
+	packs map[uint64]*packObj
+}
+
+func (r *packRegistry) get(seq uint64) *packObj {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.packs == nil {
+		r.packs = map[uint64]*packObj{}
+	}
+	pk := r.packs[seq]
+	if pk == nil {
+		pk = &packObj{seq: seq}
+		r.packs[seq] = pk
+	}
+	return pk
+}
+
+// buildShard builds the entries of shard hh from its base and the deltas after it, and
+// returns them with the highest number they hold.
+func (p *Persistence) buildShard(hh int, base *shardRecord, deltas []deltaEntry, packs *packRegistry) ([]*entry, uint64) {
+	entries := make([]*entry, 0, len(base.Sessions))
+	var byID map[string]*entry
+	if len(deltas) > 0 {
+		byID = make(map[string]*entry, len(base.Sessions))
+	}
+	highest := uint64(0)
+	for _, ss := range base.Sessions {
+		e := &entry{id: ss.ID, hh: uint8(hh), exists: true, inc: ss.Incarnation, lastRec: ss.Watermark, state: ss.State.state()}
+		e.addBatches(ss.Batches, packs)
+		highest = max(highest, ss.Incarnation, ss.Watermark)
+		entries = append(entries, e)
+		if byID != nil {
+			byID[string(e.id)] = e
+		}
+	}
+	for _, de := range deltas {
+		ds := de.ds
+		highest = max(highest, ds.Incarnation, ds.Watermark)
+		e := byID[string(ds.ID)]
+		if ds.Deleted {
+			if e != nil {
+				e.exists = false
+				delete(byID, string(ds.ID))
+			}
+			continue
+		}
+		replace := e == nil || ds.Full || e.inc != ds.Incarnation
+		if replace && !ds.Full {
+			p.log.Warn("s3persist: an index delta changes a session that no earlier index object holds; it loads with what the delta says", "key", deltaKey(de.cp), "id", fmt.Sprintf("%q", ds.ID))
+		}
+		if e == nil {
+			e = &entry{id: ds.ID, hh: uint8(hh), exists: true}
+			entries = append(entries, e)
+			byID[string(e.id)] = e
+		}
+		if replace {
+			e.q, e.state = nil, sessionState{}
+		}
+		e.inc, e.lastRec = ds.Incarnation, ds.Watermark
+		if ds.State != nil {
+			e.state = ds.State.state()
+		}
+		e.addBatches(ds.Batches, packs)
+		e.dropNumbers(ds.Removed)
+	}
+	if len(deltas) > 0 {
+		entries = slices.DeleteFunc(entries, func(e *entry) bool { return !e.exists || byID[string(e.id)] != e })
 	}
 	// Queues in number order, each packet once (a delta may name again a batch an
 	// earlier delta named, when the checkpoint that wrote that one failed after its
 	// upload); then each batch counts its live packets, and each pack (shared) its
 	// batches with a live packet.
-	packs := map[uint64]*packObj{}
-	for _, e := range p.table {
+	for _, e := range entries {
 		if e.q == nil {
 			continue
 		}
-		seen := map[*batchObj]bool{}
 		for q := range numQueues {
 			e.q.q[q] = uniqueBySeq(e.q.q[q])
 			for _, r := range e.q.q[q] {
@@ -315,35 +387,23 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 		for q := range numQueues {
 			for _, r := range e.q.q[q] {
 				highest = max(highest, r.seq)
-				b := r.obj
-				b.live++
-				if seen[b] {
-					continue
-				}
-				seen[b] = true
-				if b.pack != nil {
-					pk := packs[b.pack.seq]
-					if pk == nil {
-						pk = b.pack
-						packs[pk.seq] = pk
-					}
-					b.pack = pk
-					pk.live.Add(1)
-					highest = max(highest, pk.seq)
+				if r.obj.live++; r.obj.live == 1 && r.obj.pack != nil {
+					r.obj.pack.live.Add(1)
+					highest = max(highest, r.obj.pack.seq)
 				}
 			}
 		}
 	}
-	return highest, nil
+	return entries, highest
 }
 
 // addBatches adds to e's queues the packets of the batches an index object lists.
-// loadIndex puts the queues in order and counts the live packets at the end.
-func (e *entry) addBatches(batches []shardBatch) {
+// buildShard puts the queues in order and counts the live packets at the end.
+func (e *entry) addBatches(batches []shardBatch, packs *packRegistry) {
 	for _, b := range batches {
 		obj := &batchObj{seq: b.Seq, indexed: true}
 		if b.Pack != 0 {
-			obj.pack, obj.off, obj.length = &packObj{seq: b.Pack}, uint32(b.Off), uint32(b.Len)
+			obj.pack, obj.off, obj.length = packs.get(b.Pack), uint32(b.Off), uint32(b.Len)
 		}
 		for q := range numQueues {
 			for _, seq := range b.Live[q] {
