@@ -31,9 +31,11 @@ import (
 //     ownBatchBytes of them gets a batch object of its own; the others share pack
 //     objects, each session's batch a byte range of one. A batch is adopted in memory
 //     as soon as it is durable (its payloads leave the pinned memory for the cache);
-//  3. it writes the index: one delta object holding the sessions it took, or, when the
-//     deltas have grown (maxDeltas, or as many bytes as the base shards), a merge: the
-//     base shard of every shard a delta names, rewritten whole from memory;
+//  3. it writes the index: one delta object holding what changed in the sessions it
+//     took (new batches, removed packets, the state if it changed; the whole session for
+//     a new incarnation), or, when the deltas have grown (maxDeltas, or as many bytes as
+//     the base shards), a merge: the base shard of every shard a delta names, rewritten
+//     whole from memory;
 //  4. only when all of that is durable, it deletes the covered journal segments and the
 //     garbage (objects no live packet needs, the deltas a merge replaced).
 //

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -177,6 +178,13 @@ func FuzzDecodeShard(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecoder(t, data, func(d []byte) (shardRecord, error) { return decodeShard(fuzzKey, d) },
 			func(r shardRecord) ([]byte, error) { return encode(r) })
+	})
+}
+
+func FuzzDecodeDelta(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecoder(t, data, func(d []byte) (deltaRecord, error) { return decodeDelta(fuzzKey, d) },
+			func(r deltaRecord) ([]byte, error) { return encode(r) })
 	})
 }
 
@@ -544,11 +552,19 @@ func realObjects(t *testing.T) map[string][]byte {
 		must(t, f.s.PacketStoreQoS12([]byte(id), &vlpersistence.PersistedPacket{ExpireAt: "2027-01-01T00:00:00Z", Data: []byte("q12-" + id)}))
 		must(t, f.s.PacketsStore([]byte(id), vlpersistence.PersistedPackets{UnAck: []*vlpersistence.PersistedPacket{pkt("ua-" + id), pkt("ub-" + id)}}))
 	}
+	// A session with a batch object of its own (64 KiB or more to move).
+	f.mustCreate("big/1")
+	f.mustStore("big/1", strings.Repeat("B", ownBatchBytes))
 	ret, err := f.p.Retained()
 	must(t, err)
 	must(t, ret.Store([]*vlpersistence.PersistedPacket{{ExpireAt: "2027-01-01T00:00:00Z", Data: []byte("r1")}, pkt("r2")}))
 	f.flush()
 	f.checkpoint()
+	must(t, f.p.mergeIndex(t.Context())) // base shards that name packs
+	must(t, f.s.PacketStoreQoS0([]byte(ids[1]), pkt("q0-later")))
+	f.drain(ids[2], f.s.PacketsForEachUnAck, keepNone)
+	f.flush()
+	f.checkpoint() // a delta with new batches and removed packets
 	// Changes after the checkpoint stay in journal segments: removals, a delete, a new
 	// state, more packets.
 	f.drain(ids[0], f.s.PacketsForEachQoS12, keepNone)
@@ -586,6 +602,10 @@ func seedsOf(key string, data []byte) (target string, args []any) {
 		return "FuzzDecodeOwner", []any{data}
 	case strings.HasPrefix(key, indexRoot):
 		return "FuzzDecodeShard", []any{data}
+	case strings.HasPrefix(key, deltaRoot):
+		return "FuzzDecodeDelta", []any{data}
+	case strings.HasPrefix(key, packRoot):
+		return "", nil // read a batch at a time: FuzzDecodeBatch
 	case strings.HasPrefix(key, journalRoot):
 		return "FuzzDecodeSegment", []any{data}
 	}
@@ -652,6 +672,10 @@ func edgeSeeds() map[string][][]any {
 			[]any{enc(shardRecord{Format: formatVersion, Sessions: []shardSession{{ID: []byte("a"), Batches: []shardBatch{{Seq: 9, Live: [numQueues][]uint64{{9, 3}}}}}}})},
 			[]any{enc(shardRecord{Format: formatVersion, Sessions: []shardSession{{ID: longID}}})},
 			[]any{enc(shardRecord{Format: formatVersion, Sessions: []shardSession{{ID: []byte("a"), Batches: []shardBatch{{Seq: 1, Live: [numQueues][]uint64{{1, 1}, nil, {^uint64(0)}}}}}}})}),
+		"FuzzDecodeDelta": append(common,
+			[]any{enc(deltaRecord{Format: formatVersion, Checkpoint: 7, Sessions: []deltaSession{{ID: []byte("a"), Removed: []uint64{3, 2}}}})},
+			[]any{enc(deltaRecord{Format: formatVersion, Sessions: []deltaSession{{ID: []byte("a"), Deleted: true}, {ID: []byte("a"), Full: true}}})},
+			[]any{enc(deltaRecord{Format: formatVersion, Sessions: []deltaSession{{ID: []byte("a"), Batches: []shardBatch{{Seq: 1, Pack: 2, Off: maxPackBytes, Len: 1}}}}})}),
 		"FuzzDecodeBatch": append(withSeq(common, 1),
 			[]any{enc(batchRecord{Format: formatVersion, Packets: []queuedPacket{{Seq: 5, Data: []byte("a")}, {Seq: 5, Data: []byte("b")}}}), uint64(5)},
 			[]any{enc(batchRecord{Format: formatVersion, Packets: []queuedPacket{{Seq: 5, Queue: numQueues, Data: []byte("a")}}}), uint64(5)},
@@ -724,11 +748,35 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		files[filepath.Join(corpusDir(target), kind+"-"+hex.EncodeToString(sum[:8]))] = content
 	}
 	objects := realObjects(t)
+	// The objects of a layout-2 bucket too (testdata/layout2): this release converts them.
+	must(t, filepath.WalkDir(filepath.Join("testdata", "layout2", "objects"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		key, _ := filepath.Rel(filepath.Join("testdata", "layout2", "objects"), path)
+		if target, args := seedsOf(filepath.ToSlash(key), data); target != "" {
+			add(target, "real", args)
+		}
+		return nil
+	}))
 	var keys []string
 	for k, data := range objects {
 		keys = append(keys, k)
 		if target, args := seedsOf(k, data); target != "" {
 			add(target, "real", args)
+		}
+		if strings.HasPrefix(k, packRoot) { // each batch of a pack is read alone
+			batches, err := packBatches(k, data)
+			must(t, err)
+			for _, b := range batches {
+				enc, err := encode(b)
+				must(t, err)
+				add("FuzzDecodeBatch", "real", []any{enc, b.Packets[0].Seq})
+			}
 		}
 	}
 	for target, seeds := range realKeySeeds(keys) {
@@ -757,7 +805,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 }
 
 // fuzzTargets are the fuzz targets of this package; scripts/fuzz.sh finds them itself.
-var fuzzTargets = []string{"FuzzDecodeSystem", "FuzzDecodeOwner", "FuzzDecodeSession", "FuzzDecodeRetained", "FuzzDecodeShard",
+var fuzzTargets = []string{"FuzzDecodeSystem", "FuzzDecodeOwner", "FuzzDecodeSession", "FuzzDecodeRetained", "FuzzDecodeShard", "FuzzDecodeDelta",
 	"FuzzDecodeBatch", "FuzzDecodeSegment", "FuzzEncodedRecordsDecode", "FuzzClientKey", "FuzzParseSegmentKey", "FuzzParseShardKey", "FuzzClientPrefix"}
 
 // TestRealCorpusObjectsDecode checks that this release reads every object of the
@@ -797,6 +845,8 @@ func decodeSeed(target string, args []any) error {
 		_, err = decodeSession(fuzzKey, args[0].([]byte))
 	case "FuzzDecodeRetained":
 		_, err = decodeRetained(fuzzKey, args[0].([]byte))
+	case "FuzzDecodeDelta":
+		_, err = decodeDelta(fuzzKey, args[0].([]byte))
 	case "FuzzDecodeShard":
 		_, err = decodeShard(fuzzKey, args[0].([]byte))
 	case "FuzzDecodeBatch":

@@ -20,9 +20,11 @@ package s3persist
 //	                              order they were made, as one batch upload of stream
 //	                              <ss> (2 hex digits). <epoch> (6 hex) is the boot epoch
 //	                              of the writer, <n> (10 hex) the stream's batch number.
-//	d/<cp>                        index delta: every session a checkpoint found changed
-//	                              since the index last included it, whatever its shard;
-//	                              a tombstone for a deleted one. <cp> (16 hex) is the
+//	d/<cp>                        index delta: what changed in every session a checkpoint
+//	                              found changed since the index last included it,
+//	                              whatever its shard (new batches, removed packets, the
+//	                              state if changed; whole for a new incarnation; a
+//	                              tombstone for a deleted one). <cp> (16 hex) is the
 //	                              checkpoint's number.
 //	i/<hh>                        base index shard: every session whose <hh> is the
 //	                              shard's, with its batches and the journal watermark its
