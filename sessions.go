@@ -41,22 +41,24 @@ func (st sessionState) record() stateRecord {
 // The fields are ordered to keep the struct at 128 bytes, a size class of Go's
 // allocator: an idle session costs little more than its entry (BenchmarkIdleSessionMemory).
 type entry struct {
-	id         []byte // the client id
-	hh         uint8  // index shard (first byte of SHA-256(id))
-	tailStream uint8  // the journal stream of tail; guarded by mu
+	id []byte // the client id
+	hh uint8  // index shard (first byte of SHA-256(id))
+
+	// Guarded by mu (declared before it, where they fill what would be padding):
+	tailStream uint8 // the journal stream of tail
+	detached   bool  // removed from the table: look the id up again
+	exists     bool  // the session exists (Exists, Count)
+	dirty      bool  // changed since the index last included it: in a dirty list (checkpoint.go)
+	stateDirty bool  // the index holds an older state than state
+	indexFull  bool  // the index holds no earlier state of this incarnation: the next delta carries it whole
 
 	mu sync.Mutex
 	// Guarded by mu:
-	detached   bool // removed from the table: look the id up again
-	exists     bool // the session exists (Exists, Count)
-	dirty      bool // changed since the index last included it: in a dirty list (checkpoint.go)
-	stateDirty bool // the index holds an older state than state
-	indexFull  bool // the index holds no earlier state of this incarnation: the next delta carries it whole
-	inc        uint64
-	lastRec    uint64 // number of the last journal record of the session: its watermark
-	state      sessionState
-	q          *queues         // nil while every queue is empty and no batch object is known
-	tail       batching.Ticket // of the last record of this process, in tailStream (journal.add)
+	inc     uint64
+	lastRec uint64 // number of the last journal record of the session: its watermark
+	state   sessionState
+	q       *queues         // nil while every queue is empty and no batch object is known
+	tail    batching.Ticket // of the last record of this process, in tailStream (journal.add)
 }
 
 // queues are the queued packets of a session, each queue in FIFO (number) order, and
