@@ -34,6 +34,10 @@ import (
 // 1,000,000 sessions run only with S3PERSIST_SCALE_1M=1 (minutes and gigabytes):
 //
 //	go test -run '^$' -bench Scale -benchtime 1x -count 3 -timeout 60m .
+//
+// With S3PERSIST_SCALE_MINIO=host:port (and S3PERSIST_SCALE_MINIO_KEYS=access:secret),
+// the bucket is a fresh one on that S3 server (a local MinIO, say), without injected
+// latency; each run deletes what it wrote.
 func BenchmarkScale(b *testing.B) {
 	sizes := []int{1_000, 10_000, 100_000}
 	if os.Getenv("S3PERSIST_SCALE_1M") == "1" {
@@ -94,10 +98,35 @@ func (c *byPrefix) reset() map[string]int64 {
 	return b
 }
 
+// scaleStore is the store of one BenchmarkScale run: the memory store with 20 ms per
+// request, or a fresh bucket of the S3 server S3PERSIST_SCALE_MINIO names.
+func scaleStore(b *testing.B) s3store.Store {
+	endpoint := os.Getenv("S3PERSIST_SCALE_MINIO")
+	if endpoint == "" {
+		return s3store.NewDelayed(s3store.NewMemory(), injectedLatency)
+	}
+	access, secret, _ := strings.Cut(os.Getenv("S3PERSIST_SCALE_MINIO_KEYS"), ":")
+	bucket := fmt.Sprintf("scale-%d", time.Now().UnixNano())
+	m, err := s3store.NewMinio(context.Background(), s3store.MinioConfig{Endpoint: endpoint, Bucket: bucket,
+		AccessKey: access, SecretKey: secret, CreateBucket: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		var keys []string
+		_ = s3store.ListAll(context.Background(), m, "", func(o s3store.ObjectInfo) error {
+			keys = append(keys, o.Key)
+			return nil
+		})
+		_ = m.DeleteMany(context.Background(), keys)
+		_ = m.Close()
+	})
+	return m
+}
+
 func scaleRun(b *testing.B, n int) {
 	ctx := context.Background()
-	mem := s3store.NewMemory()
-	bp := &byPrefix{Store: s3store.NewDelayed(mem, injectedLatency), bytes: map[string]int64{}}
+	bp := &byPrefix{Store: scaleStore(b), bytes: map[string]int64{}}
 	count := s3store.NewCounting(bp)
 	cfg := s3persist.Config{Store: count, CheckpointInterval: time.Hour, CheckpointBytes: 1 << 40, MaxPinnedBytes: 1 << 40,
 		CheckpointSegments: 1 << 30}
