@@ -48,8 +48,8 @@ import (
 // reads of New, say) are all run, and the state they leave is recovered and checked once.
 //
 // CI runs the short workload: 30 healthy steps, then crash points from the New that
-// reopens their bucket through 45 more steps (more than 1,000 crash points over both
-// modes, logged). S3PERSIST_CRASH_LONG=1 runs a longer one with more sessions, crash
+// reopens their bucket through 210 more steps (about 1,000 crash points over both modes,
+// logged). S3PERSIST_CRASH_LONG=1 runs a longer one with more sessions, crash
 // points from the first New on an empty bucket, and two clean restarts.
 
 const crashPrefix = "broker/"
@@ -77,12 +77,12 @@ func crashWorkloadSize() crashSize {
 	if os.Getenv("S3PERSIST_CRASH_LONG") != "" {
 		return crashSize{
 			ids:   []string{"a", "dev/1", "C-3", "sensor_7", "ü", strings.Repeat("L", 300), "x", "y"},
-			steps: 240, restarts: []int{80, 160}, emptyBucket: true,
+			steps: 720, restarts: []int{240, 480}, emptyBucket: true,
 		}
 	}
-	// Every New costs 257 requests (the index shards), which the crash points must
-	// cover one by one: CI has one New, after a healthy start of 30 steps.
-	return crashSize{ids: []string{"a", "dev/1", "C-3", strings.Repeat("L", 300)}, steps: 75, crashFrom: 30}
+	// CI has one New, after a healthy start of 30 steps; the steps after it make about a
+	// thousand crash points over both modes (a checkpoint of layout 3 makes few requests).
+	return crashSize{ids: []string{"a", "dev/1", "C-3", strings.Repeat("L", 300)}, steps: 240, crashFrom: 30}
 }
 
 func crashAtEveryRequest(t *testing.T, mode Durability) {
