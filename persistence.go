@@ -435,9 +435,12 @@ type Persistence struct {
 
 // New opens the store, checks or initialises its layout, loads the index of every
 // session and replays the journal. It fails with a clear error for wrong credentials, a
-// missing bucket (unless Config.S3.CreateBucket), an unreachable endpoint, or a bucket
-// written with a layout this release does not read. Corrupt objects do not make it fail:
-// they are reported through LoadForEach and the log.
+// missing bucket (unless Config.S3.CreateBucket), an unreachable endpoint, a bucket
+// written with a layout this release neither reads nor converts (it converts layout 2),
+// or an index object that cannot be decoded: the error names it and wraps
+// vlpersistence.ErrBrokenEntry, and nothing is changed (docs/layout.md, "Recovery").
+// Other corrupt objects do not make it fail: the reads that need them report them, and so
+// does the log.
 func New(ctx context.Context, cfg Config) (*Persistence, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
