@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -177,47 +176,25 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 	if err != nil {
 		return 0, fmt.Errorf("s3persist: list index deltas: %w", err)
 	}
-	var (
-		bases  [numShards]shardRecord
-		sizes  [numShards]int64
-		deltas = make([]deltaRecord, len(deltaCPs))
-		dsizes = make([]int64, len(deltaCPs))
-	)
+	// The deltas first, each split by shard as it is decoded: every shard's build needs
+	// them. Then each shard is read, decoded and built on its own (its base, then the
+	// deltas' sessions of that shard after it, in checkpoint order), side by side, and its
+	// decoded record dropped at once; the table is filled at the end. Nothing else sees
+	// the table before New returns.
+	type splitDelta struct {
+		size    int64
+		byShard [numShards][]*deltaSession
+	}
+	deltas := make([]*splitDelta, len(deltaCPs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.cfg.LoadConcurrency)
-	for hh := range numShards {
-		g.Go(func() error {
-			if !present[hh] {
-				if layout != layout2 {
-					return nil
-				}
-				r, err := p.rebuildShard(gctx, hh)
-				bases[hh] = r
-				return err
-			}
-			key := shardKey(hh)
-			data, _, err := p.store.Get(gctx, key)
-			switch {
-			case errors.Is(err, s3store.ErrNotFound):
-				return nil
-			case err != nil:
-				return fmt.Errorf("s3persist: read index shard %q: %w", key, err)
-			}
-			rec, err := decodeShard(key, data)
-			if err != nil {
-				return fmt.Errorf("s3persist: index shard %q cannot be read; the state of its sessions is only there, so New stops rather than lose them (repair the object, or delete it to give them up): %w", key, err)
-			}
-			bases[hh], sizes[hh] = rec, int64(len(data))
-			return nil
-		})
-	}
 	for i, cp := range deltaCPs {
 		g.Go(func() error {
 			key := deltaKey(cp)
 			data, _, err := p.store.Get(gctx, key)
 			switch {
 			case errors.Is(err, s3store.ErrNotFound):
-				return nil
+				return nil // gone between the listing and the read
 			case err != nil:
 				return fmt.Errorf("s3persist: read index delta %q: %w", key, err)
 			}
@@ -228,52 +205,85 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 			if err != nil {
 				return fmt.Errorf("s3persist: index delta %q cannot be read; the state of its sessions is only there, so New stops rather than lose them: %w", key, err)
 			}
-			deltas[i], dsizes[i] = rec, int64(len(data))
+			d := &splitDelta{size: int64(len(data))}
+			for j := range rec.Sessions {
+				hh := shardOf(rec.Sessions[j].ID)
+				d.byShard[hh] = append(d.byShard[hh], &rec.Sessions[j])
+			}
+			deltas[i] = d
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return 0, err
 	}
-
-	// Built before New returns: nothing else sees the table yet. Each shard is built on
-	// its own (its base, then the deltas' sessions of that shard in checkpoint order),
-	// side by side; the table is filled at the end.
 	ix := &p.index
-	var byShard [numShards][]deltaEntry
 	for i, d := range deltas {
-		if d.Format == 0 {
-			continue // gone between the listing and the read
-		}
-		cp := deltaCPs[i]
-		ix.deltas = append(ix.deltas, deltaInfo{cp: cp, size: dsizes[i]})
-		ix.deltaBytes += dsizes[i]
-		for j := range d.Sessions {
-			hh := shardOf(d.Sessions[j].ID)
-			if cp > bases[hh].Through {
-				byShard[hh] = append(byShard[hh], deltaEntry{cp, &d.Sessions[j]})
-				ix.deltaShards[hh] = true
-			}
+		if d != nil {
+			ix.deltas = append(ix.deltas, deltaInfo{cp: deltaCPs[i], size: d.size})
+			ix.deltaBytes += d.size
 		}
 	}
 	var (
 		built   [numShards][]*entry
 		highest [numShards]uint64
+		named   [numShards]bool // a delta after the base names sessions of the shard
 		packs   packRegistry
 	)
-	g, _ = errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(p.cfg.LoadConcurrency)
 	for hh := range numShards {
-		ix.baseBytes[hh] = sizes[hh]
 		g.Go(func() error {
-			built[hh], highest[hh] = p.buildShard(hh, &bases[hh], byShard[hh], &packs)
+			var base shardRecord
+			switch {
+			case !present[hh] && layout == layout2:
+				r, err := p.rebuildShard(gctx, hh)
+				if err != nil {
+					return err
+				}
+				base = r
+			case present[hh]:
+				key := shardKey(hh)
+				data, _, err := p.store.Get(gctx, key)
+				switch {
+				case errors.Is(err, s3store.ErrNotFound):
+				case err != nil:
+					return fmt.Errorf("s3persist: read index shard %q: %w", key, err)
+				default:
+					if base, err = decodeShard(key, data); err != nil {
+						return fmt.Errorf("s3persist: index shard %q cannot be read; the state of its sessions is only there, so New stops rather than lose them (repair the object, or delete it to give them up): %w", key, err)
+					}
+					ix.baseBytes[hh] = int64(len(data))
+				}
+			}
+			var after []deltaEntry
+			for i, d := range deltas {
+				if d == nil || deltaCPs[i] <= base.Through {
+					continue // gone, or merged into the base shard
+				}
+				for _, ds := range d.byShard[hh] {
+					after = append(after, deltaEntry{deltaCPs[i], ds})
+				}
+			}
+			named[hh] = len(after) > 0
+			built[hh], highest[hh] = p.buildShard(hh, &base, after, &packs)
+			highest[hh] = max(highest[hh], base.Through)
 			return nil
 		})
 	}
-	_ = g.Wait()
-	top := uint64(0)
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	top, total := uint64(0), 0
 	for hh := range numShards {
-		top = max(top, highest[hh], bases[hh].Through)
+		total += len(built[hh])
+	}
+	if len(p.table) == 0 {
+		p.table = make(map[string]*entry, total) // no rehashing while a million are added
+	}
+	for hh := range numShards {
+		ix.deltaShards[hh] = named[hh]
+		top = max(top, highest[hh])
 		for _, e := range built[hh] {
 			p.adopt(e)
 		}
