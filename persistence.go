@@ -663,6 +663,9 @@ type Stats struct {
 	Cache              cache.Stats
 	Checkpoints        int64
 	CheckpointFailures int64
+	// IndexMerges counts the checkpoints that rewrote base index shards instead of
+	// writing a delta (docs/layout.md).
+	IndexMerges int64
 }
 
 // Stats returns the counters.
@@ -677,6 +680,7 @@ func (p *Persistence) Stats() Stats {
 		Cache:              p.cache.Stats(),
 		Checkpoints:        p.stats.checkpoints.Load(),
 		CheckpointFailures: p.stats.checkpointFailures.Load(),
+		IndexMerges:        p.stats.merges.Load(),
 	}
 }
 

@@ -506,6 +506,9 @@ func TestAnUnreadableIndexObjectStopsNewAndChangesNothing(t *testing.T) {
 				if err := f.p.mergeIndex(ctx); err != nil {
 					t.Fatal(err)
 				}
+				if n := f.p.Stats().IndexMerges; n != 1 {
+					t.Fatalf("Stats().IndexMerges = %d after a merge", n)
+				}
 			}
 			keys := f.keys(root)
 			if len(keys) == 0 {
