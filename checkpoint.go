@@ -33,8 +33,8 @@ import (
 //     as soon as it is durable (its payloads leave the pinned memory for the cache);
 //  3. it writes the index: one delta object holding what changed in the sessions it
 //     took (new batches, removed packets, the state if it changed; the whole session for
-//     a new incarnation), or, when the deltas have grown (maxDeltas, or as many bytes as
-//     the base shards), a merge: the base shard of every shard a delta names, rewritten
+//     a new incarnation), or, when the deltas have grown (Config.IndexMergeDeltas of
+//     them, or as many bytes as the base shards), a merge: the base shard of every shard a delta names, rewritten
 //     whole from memory;
 //  4. only when all of that is durable, it deletes the covered journal segments and the
 //     garbage (objects no live packet needs, the deltas a merge replaced).
@@ -52,9 +52,8 @@ const (
 	ownBatchBytes = 64 << 10
 	// packBytes is the size at which a pack is closed and the next one begun.
 	packBytes = 8 << 20
-	// maxDeltas and minMergeBytes decide a merge: when the live deltas number
-	// maxDeltas, or weigh as much as the base shards and at least minMergeBytes.
-	maxDeltas     = 8
+	// minMergeBytes: deltas weighing as much as the base shards start a merge once they
+	// weigh this much (Config.IndexMergeDeltas counts them too).
 	minMergeBytes = 4 << 20
 )
 
@@ -112,8 +111,9 @@ func (ix *indexState) totalBaseBytes() int64 {
 	return n
 }
 
-// mergeDue reports whether the next index write should be a merge.
-func (ix *indexState) mergeDue() bool {
+// mergeDue reports whether the next index write should be a merge, with maxDeltas live
+// deltas at most.
+func (ix *indexState) mergeDue(maxDeltas int) bool {
 	return len(ix.deltas) >= maxDeltas || ix.deltaBytes >= max(ix.totalBaseBytes(), minMergeBytes)
 }
 
@@ -286,7 +286,7 @@ func (p *Persistence) runCheckpoint(ctx context.Context, mergeAll bool) error {
 	if !mergeAll && len(dirty) == 0 && len(covered) == 0 && len(garbage) == 0 && len(unsure) == 0 {
 		return nil
 	}
-	merge := mergeAll || len(dirty) > 0 && ix.mergeDue()
+	merge := mergeAll || len(dirty) > 0 && ix.mergeDue(p.cfg.IndexMergeDeltas)
 
 	// 1. Snapshots.
 	var snaps []*sessionSnap

@@ -139,6 +139,13 @@ type Config struct {
 	// requests. Default: 5m.
 	CheckpointInterval time.Duration
 
+	// IndexMergeDeltas is how many index deltas may be live before a checkpoint merges
+	// them into the base index shards (it also merges when the deltas weigh as much as
+	// the base shards). Fewer make start-ups read and decode less and checkpoints write
+	// more: a merge rewrites up to 256 shards holding every session (docs/layout.md,
+	// "Cost"). Default: 8.
+	IndexMergeDeltas int
+
 	// MaxPinnedBytes bounds the payloads of stored packets that only the journal holds,
 	// until a checkpoint moves them out (normally at CheckpointBytes). When checkpoints
 	// fail or lag, a call that would go past it does what WhenStoreIsBehind says:
@@ -249,6 +256,7 @@ const (
 	DefaultCheckpointInterval = 5 * time.Minute
 	DefaultCheckpointSegments = 500
 	DefaultMaxPinnedBytes     = 256 << 20
+	DefaultIndexMergeDeltas   = 8
 	DefaultCheckpointTimeout  = 2 * time.Minute
 	DefaultCacheBytes         = 64 << 20
 	DefaultCallTimeout        = 30 * time.Second
@@ -290,6 +298,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("s3persist: Config.JournalStreams %d is outside 0..%d", c.JournalStreams, numShards)
 	case c.CheckpointBytes < 0:
 		return fmt.Errorf("s3persist: Config.CheckpointBytes %d is negative", c.CheckpointBytes)
+	case c.IndexMergeDeltas < 0:
+		return fmt.Errorf("s3persist: Config.IndexMergeDeltas %d is negative", c.IndexMergeDeltas)
 	case c.MaxPinnedBytes < 0:
 		return fmt.Errorf("s3persist: Config.MaxPinnedBytes %d is negative", c.MaxPinnedBytes)
 	case c.MaxPinnedBytes != 0 && c.MaxPinnedBytes < cmp.Or(c.CheckpointBytes, DefaultCheckpointBytes):
@@ -340,6 +350,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CheckpointSegments == 0 {
 		c.CheckpointSegments = DefaultCheckpointSegments
+	}
+	if c.IndexMergeDeltas == 0 {
+		c.IndexMergeDeltas = DefaultIndexMergeDeltas
 	}
 	if c.MaxPinnedBytes == 0 {
 		c.MaxPinnedBytes = max(DefaultMaxPinnedBytes, c.CheckpointBytes)

@@ -663,6 +663,9 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{Config{Store: mem, CheckpointBytes: -1}, "CheckpointBytes"},
 		{Config{Store: mem, CheckpointInterval: -1}, "CheckpointInterval"},
 		{Config{Store: mem, CheckpointTimeout: -1}, "CheckpointTimeout"},
+		{Config{Store: mem, IndexMergeDeltas: -1}, "IndexMergeDeltas"},
+		{Config{Store: mem, MaxPinnedBytes: -1}, "MaxPinnedBytes"},
+		{Config{Store: mem, MaxPinnedBytes: 1 << 20}, "MaxPinnedBytes"},
 		{Config{Store: mem, CacheBytes: -1}, "CacheBytes"},
 	} {
 		err := c.cfg.Validate()
