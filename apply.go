@@ -20,7 +20,7 @@ import (
 // and recovery"):
 //
 //   - a record at or below the session's watermark is already in its state (replay over
-//     an index shard);
+//     the index);
 //   - a state record whose number equals its incarnation creates that incarnation; every
 //     other record only modifies an existing incarnation and is ignored when that
 //     incarnation does not exist, so a record that a checkpoint has forgotten about
@@ -38,9 +38,9 @@ type recordJournal interface {
 // change is in memory once commit returns nil; in Sync mode the caller then waits on
 // the ticket (await), with no lock held.
 //
-// The record's index shard is marked dirty before the record can become durable: a
-// checkpoint that finds the record's segment durable and deletes it must rewrite the
-// shard with the session as it is after the record (see checkpoint.go). e's lock, held
+// The record's session is marked dirty before the record can become durable: a
+// checkpoint that finds the record's segment durable and deletes it must write the
+// session to the index as it is after the record (see checkpoint.go). e's lock, held
 // from before the mark until the record is applied, makes that checkpoint's snapshot of
 // e include it.
 func (p *Persistence) commit(ctx context.Context, e *entry, rec *journalRecord) (batching.Ticket, error) {

@@ -30,10 +30,13 @@
 //
 // Changes of many sessions travel together in journal segments, so the number of
 // requests does not grow with the number of sessions. A background checkpoint moves the
-// packets still queued into one batch object per session, rewrites the index shards, and
-// deletes the journal segments it covered. The index of sessions, their state and the
-// payloads not yet checkpointed are held in memory; checkpointed payloads are held in a
-// byte-bounded cache and read back from their batch objects when it misses.
+// packets still queued into packs shared by many sessions (or, for a session with many,
+// an object of its own), writes what changed into one index delta (merging the deltas
+// into the base shards every few checkpoints), and deletes the journal segments it
+// covered: its cost follows the bytes and the sessions that changed. The index of
+// sessions, their state and the payloads not yet checkpointed are held in memory;
+// checkpointed payloads are held in a byte-bounded cache and read back from their
+// batches when it misses.
 //
 // # One writer
 //
@@ -129,8 +132,8 @@ type Config struct {
 	// bounds it in every mode: Sync calls make a segment each (or a few calls share one)
 	// and may carry no payload for CheckpointBytes to count. A checkpoint costs a few
 	// PUTs (an index delta, a pack per 8 MiB of payloads, an object per session with
-	// 64 KiB of them) and every eighth one a merge of up to 256 index shards, so a low
-	// value costs requests. Default: 500.
+	// 64 KiB of them) and, once the deltas have grown (IndexMergeDeltas), a merge of up
+	// to 256 index shards, so a low value costs requests. Default: 500.
 	CheckpointSegments int
 
 	// CheckpointInterval starts a checkpoint this long after the last one when anything

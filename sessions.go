@@ -718,9 +718,10 @@ func (p *Persistence) removePackets(ctx context.Context, e *entry, seqs []uint64
 	return p.commit(ctx, e, &journalRecord{Kind: recRemove, Seq: seq, ID: e.id, Inc: e.inc, Removed: seqs})
 }
 
-// applyRemoval drops the packets numbered seqs (ascending) from e's queues. A batch
-// object left with no live packet is queued for deletion by the next checkpoint, whose
-// index shard no longer names it. e is locked.
+// applyRemoval drops the packets numbered seqs (ascending) from e's queues. A batch left
+// with no live packet makes its object (or its pack, when it was the pack's last live
+// batch) garbage for the next checkpoint, whose index no longer names it. The numbers of
+// packets an index object may name are kept for the next delta. e is locked.
 func (p *Persistence) applyRemoval(e *entry, seqs []uint64) {
 	if e.q == nil || len(seqs) == 0 {
 		return
