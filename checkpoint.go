@@ -93,7 +93,6 @@ func (p *Persistence) takeDirty() []*entry {
 // Guarded by Persistence.ckptMu (written before New returns, then by checkpoints).
 type indexState struct {
 	deltas      []deltaInfo      // live delta objects, in checkpoint order
-	deltaBytes  int64            // their total size
 	deltaShards [numShards]bool  // shards some live delta names sessions of
 	baseBytes   [numShards]int64 // size of each base shard
 }
@@ -103,18 +102,17 @@ type deltaInfo struct {
 	size int64
 }
 
-func (ix *indexState) totalBaseBytes() int64 {
-	var n int64
-	for _, b := range ix.baseBytes {
-		n += b
-	}
-	return n
-}
-
 // mergeDue reports whether the next index write should be a merge, with maxDeltas live
 // deltas at most.
 func (ix *indexState) mergeDue(maxDeltas int) bool {
-	return len(ix.deltas) >= maxDeltas || ix.deltaBytes >= max(ix.totalBaseBytes(), minMergeBytes)
+	var deltaBytes, baseBytes int64
+	for _, d := range ix.deltas {
+		deltaBytes += d.size
+	}
+	for _, b := range ix.baseBytes {
+		baseBytes += b
+	}
+	return len(ix.deltas) >= maxDeltas || deltaBytes >= max(baseBytes, minMergeBytes)
 }
 
 // errCheckpointAbandoned fails a checkpoint that Shutdown stopped.
@@ -290,14 +288,14 @@ func (p *Persistence) runCheckpoint(ctx context.Context, mergeAll bool) error {
 
 	// 1. Snapshots.
 	var snaps []*sessionSnap
-	taken := make(map[*entry]bool, len(dirty))
 	for _, e := range dirty {
-		taken[e] = true
 		snaps = append(snaps, p.snapshot(e, true))
 	}
 	var mergeShards [numShards]bool
 	if merge {
+		taken := make(map[*entry]bool, len(dirty))
 		for _, e := range dirty {
+			taken[e] = true
 			mergeShards[e.hh] = true
 		}
 		for hh := range numShards {
@@ -355,13 +353,12 @@ func (p *Persistence) runCheckpoint(ctx context.Context, mergeAll bool) error {
 		for _, d := range ix.deltas {
 			garbage = append(garbage, deltaKey(d.cp))
 		}
-		ix.deltas, ix.deltaBytes, ix.deltaShards = nil, 0, [numShards]bool{}
+		ix.deltas, ix.deltaShards = nil, [numShards]bool{}
 	} else if len(snaps) > 0 {
 		if deltaSize, err = p.writeDelta(ctx, cp, snaps); err != nil {
 			return failed(err)
 		}
 		ix.deltas = append(ix.deltas, deltaInfo{cp: cp, size: deltaSize})
-		ix.deltaBytes += deltaSize
 		for _, s := range snaps {
 			ix.deltaShards[s.e.hh] = true
 		}

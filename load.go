@@ -221,7 +221,6 @@ func (p *Persistence) loadIndex(ctx context.Context, layout string) (uint64, err
 	for i, d := range deltas {
 		if d != nil {
 			ix.deltas = append(ix.deltas, deltaInfo{cp: deltaCPs[i], size: d.size})
-			ix.deltaBytes += d.size
 		}
 	}
 	var (
@@ -390,11 +389,6 @@ func (p *Persistence) buildShard(hh int, base *shardRecord, deltas []deltaEntry,
 		}
 		for q := range numQueues {
 			e.q.q[q] = uniqueBySeq(e.q.q[q])
-			for _, r := range e.q.q[q] {
-				r.obj.live = 0
-			}
-		}
-		for q := range numQueues {
 			for _, r := range e.q.q[q] {
 				highest = max(highest, r.seq)
 				if r.obj.live++; r.obj.live == 1 && r.obj.pack != nil {

@@ -7,15 +7,7 @@ import (
 )
 
 func TestParseKeepsResultLinesOfRealOutput(t *testing.T) {
-	f, err := os.Open("testdata/steady.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	results, err := Parse(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	results := readSample(t)
 	// 3 runs of 6 sub-benchmarks, and one other benchmark; goos:, pkg:, the name lines -v
 	// prints, logs, --- BENCH:, PASS and ok are not results.
 	if len(results) != 19 {
